@@ -1,0 +1,1 @@
+"""gemma_lab: research Gemma models from Jupyter notebooks."""

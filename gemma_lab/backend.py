@@ -1,0 +1,170 @@
+"""Choosing the Keras backend, and the few things that must differ per backend.
+
+Everything else in gemma_lab uses `keras.ops`. Importing this module imports no Keras.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from gemma_lab.errors import BackendError
+
+BACKENDS = ("jax", "tensorflow", "torch")
+DEFAULT_BACKEND = "jax"
+_ALIASES = {"tf": "tensorflow", "pytorch": "torch"}
+
+
+def _normalise(name: str) -> str:
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in BACKENDS:
+        raise BackendError(f"Unknown backend {name!r}: choose one of {', '.join(BACKENDS)}.")
+    return key
+
+
+def requested_backend() -> str:
+    """The backend gemma_lab will use: set_backend > GEMMA_LAB_BACKEND > KERAS_BACKEND > jax.
+
+    Example:
+        >>> requested_backend() in BACKENDS
+        True
+    """
+    for var in ("GEMMA_LAB_BACKEND", "KERAS_BACKEND"):
+        if os.environ.get(var):
+            return _normalise(os.environ[var])
+    return DEFAULT_BACKEND
+
+
+def active_backend() -> str | None:
+    """The backend Keras already runs on in this process, or None before Keras is imported."""
+    if "keras" not in sys.modules:
+        return None
+    import keras
+
+    return keras.config.backend()
+
+
+def set_backend(name: str) -> str:
+    """Choose the Keras backend ("jax", "tensorflow" or "torch") before the first load.
+
+    Keras fixes its backend when it is first imported; asking for another one afterwards
+    raises `BackendError` telling you to restart the kernel.
+
+    Example:
+        >>> import gemma_lab
+        >>> gemma_lab.set_backend("jax")
+        'jax'
+    """
+    backend = _normalise(name)
+    current = active_backend()
+    if current is not None and current != backend:
+        raise BackendError(
+            f"Keras is already running on {current!r} in this process; it cannot switch to "
+            f"{backend!r}. Restart the kernel and call gemma_lab.set_backend({backend!r}) "
+            "before loading a model (or set GEMMA_LAB_BACKEND)."
+        )
+    os.environ["GEMMA_LAB_BACKEND"] = backend
+    os.environ["KERAS_BACKEND"] = backend
+    return backend
+
+
+def import_keras() -> Any:
+    """Import Keras on the requested backend and return the module.
+
+    Example:
+        >>> keras = import_keras()
+        >>> keras.config.backend() in BACKENDS
+        True
+    """
+    backend = requested_backend()
+    current = active_backend()
+    if current is None:
+        os.environ["KERAS_BACKEND"] = backend
+        try:
+            import keras
+        except ImportError as err:  # pragma: no cover - depends on the install
+            raise BackendError(
+                f"Keras could not start on {backend!r} ({err}). Install it with "
+                f"`pip install 'gemma_lab[{backend}]'` or pick another backend."
+            ) from err
+        return keras
+    if "GEMMA_LAB_BACKEND" in os.environ and current != backend:
+        raise BackendError(
+            f"Keras is already running on {current!r}, but {backend!r} was requested. "
+            "Restart the kernel to change the backend."
+        )
+    import keras
+
+    return keras
+
+
+def compile_function(
+    fn: Callable[..., Any], model: Any, donate: tuple[int, ...] = ()
+) -> Callable[..., Any]:
+    """Compile a pure inference function of `model`'s variables for the active backend.
+
+    `fn(*args)` may read `model`'s variables; it must not assign to them. JAX gets a jitted
+    stateless call (variables passed in as state, like keras-hub's generate); TensorFlow an
+    XLA `tf.function`; torch runs eagerly under `no_grad`. `donate` names positional
+    arguments whose buffers JAX may reuse for outputs (a KV cache updated in place).
+
+    Example:
+        >>> import numpy as np
+        >>> keras = import_keras()
+        >>> layer = keras.layers.Dense(2)
+        >>> layer.build((1, 3))
+        >>> double = compile_function(lambda x: layer(x) * 2, layer)
+        >>> double(np.ones((1, 3), "float32")).shape
+        (1, 2)
+    """
+    keras = import_keras()
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+
+        variables = list(model.variables)
+
+        @partial(jax.jit, donate_argnums=tuple(i + 1 for i in donate))
+        def stateless(state, *args):
+            with keras.StatelessScope(state_mapping=list(zip(variables, state))):
+                return fn(*args)
+
+        def call_jax(*args):
+            return stateless([v.value for v in variables], *args)
+
+        return call_jax
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+
+    import torch
+
+    def call_torch(*args):
+        with torch.no_grad():
+            return fn(*args)
+
+    return call_torch
+
+
+def to_numpy(x: Any) -> Any:
+    """Convert a backend tensor (or nested tuple of them) to numpy."""
+    keras = import_keras()
+    if isinstance(x, (tuple, list)):
+        return type(x)(to_numpy(item) for item in x)
+    return keras.ops.convert_to_numpy(x)
+
+
+__all__ = [
+    "BACKENDS",
+    "active_backend",
+    "compile_function",
+    "import_keras",
+    "requested_backend",
+    "set_backend",
+    "to_numpy",
+]

@@ -1,0 +1,135 @@
+"""Compiled forward passes of a keras-hub Gemma: prefill, one cached decode step, scoring.
+
+Each returns per-position distribution statistics computed inside the compiled graph
+(top-k, entropy, log-normaliser), so no full-vocabulary array leaves it except the one
+logits row a sampler needs. Sequence lengths are bucketed so new prompt lengths reuse
+compiled code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import numpy as np
+
+from gemma_lab.backend import compile_function, import_keras, to_numpy
+
+MIN_BUCKET = 32
+
+
+def bucket_length(n: int, limit: int | None = None) -> int:
+    """Round a sequence length up to a power of two (≥ 32), capped at `limit`.
+
+    Example:
+        >>> bucket_length(5), bucket_length(33), bucket_length(300, limit=256)
+        (32, 64, 256)
+    """
+    size = max(MIN_BUCKET, 2 ** math.ceil(math.log2(max(n, 1))))
+    return min(size, limit) if limit else size
+
+
+def _stats(ops: Any, logits: Any, k: int) -> tuple[Any, Any, Any, Any]:
+    """(top-k ids, top-k logprobs, entropy, logsumexp) over the last axis of float32 logits."""
+    log_norm = ops.logsumexp(logits, axis=-1)
+    logprobs = logits - ops.expand_dims(log_norm, -1)
+    entropy = -ops.sum(ops.exp(logprobs) * logprobs, axis=-1)
+    top_values, top_ids = ops.top_k(logits, k)
+    return top_ids, top_values - ops.expand_dims(log_norm, -1), entropy, log_norm
+
+
+class CompiledModel:
+    """Compiled inference entry points for one keras-hub Gemma CausalLM.
+
+    Example:
+        >>> import numpy as np
+        >>> from gemma_lab.testing import tiny_causal_lm
+        >>> model = CompiledModel(tiny_causal_lm("gemma3"), top_k=3)
+        >>> stats = model.score(np.array([2, 10, 11, 12]))
+        >>> stats["logprob"].shape, stats["top_ids"].shape
+        ((3,), (3, 3))
+    """
+
+    def __init__(self, causal_lm: Any, top_k: int = 5):
+        self.causal_lm = causal_lm
+        self.top_k = int(top_k)
+        self.keras = import_keras()
+        self._takes_padding_mask = "padding_mask" in inspect.signature(
+            causal_lm._build_cache
+        ).parameters
+        self._prefill = compile_function(self._prefill_fn, causal_lm)
+        self._step = compile_function(self._step_fn, causal_lm, donate=(1,))
+        self._forward = compile_function(self._forward_fn, causal_lm)
+
+    # --- graph functions -------------------------------------------------------------------
+    def _prefill_fn(self, token_ids: Any, padding_mask: Any) -> Any:
+        if self._takes_padding_mask:
+            _, cache = self.causal_lm._build_cache(token_ids, None, None, padding_mask, None)
+        else:
+            _, cache = self.causal_lm._build_cache(token_ids)
+        return cache
+
+    def _step_fn(self, token_id: Any, cache: Any, index: Any) -> tuple[Any, ...]:
+        ops = self.keras.ops
+        logits, _, cache = self.causal_lm.call_with_cache(token_id, cache, index)
+        row = ops.cast(logits[0, -1], "float32")
+        top_ids, top_logprobs, entropy, log_norm = _stats(ops, row, self.top_k)
+        return row, top_ids, top_logprobs, entropy, log_norm, cache
+
+    def _forward_fn(self, token_ids: Any, padding_mask: Any) -> tuple[Any, ...]:
+        ops = self.keras.ops
+        backbone = self.causal_lm.backbone
+        hidden = backbone({"token_ids": token_ids, "padding_mask": padding_mask})
+        logits = ops.cast(backbone.token_embedding(hidden, reverse=True)[0], "float32")
+        # Position t predicts token t + 1.
+        targets = ops.concatenate([token_ids[0, 1:], token_ids[0, :1]], axis=0)
+        target_logits = ops.take_along_axis(logits, ops.expand_dims(targets, -1), axis=-1)
+        rank = ops.sum(ops.cast(logits > target_logits, "int32"), axis=-1) + 1
+        top_ids, top_logprobs, entropy, log_norm = _stats(ops, logits, self.top_k)
+        logprob = target_logits[:, 0] - log_norm
+        return logprob, rank, top_ids, top_logprobs, entropy
+
+    # --- host API --------------------------------------------------------------------------
+    def prefill(self, prompt_ids: list[int], total_length: int, pad_id: int) -> Any:
+        """Fill a KV cache of `total_length` positions with the prompt."""
+        token_ids = np.full((1, total_length), pad_id, dtype="int32")
+        token_ids[0, : len(prompt_ids)] = prompt_ids
+        padding_mask = np.zeros((1, total_length), dtype="int32")
+        padding_mask[0, : len(prompt_ids)] = 1
+        return self._prefill(token_ids, padding_mask)
+
+    def step(self, token_id: int, cache: Any, index: int) -> tuple[dict[str, np.ndarray], Any]:
+        """Run token `token_id` at position `index`; return next-token statistics and cache."""
+        row, top_ids, top_logprobs, entropy, log_norm, cache = self._step(
+            np.array([[token_id]], dtype="int32"), cache, np.array(index, dtype="int32")
+        )
+        row, top_ids, top_logprobs, entropy, log_norm = to_numpy(
+            (row, top_ids, top_logprobs, entropy, log_norm)
+        )
+        stats = {
+            "logits": row,
+            "top_ids": top_ids,
+            "top_logprobs": top_logprobs,
+            "entropy": float(entropy),
+            "log_norm": float(log_norm),
+        }
+        return stats, cache
+
+    def score(self, token_ids: np.ndarray, limit: int | None = None) -> dict[str, np.ndarray]:
+        """Teacher-forced statistics of each token after the first, given its prefix."""
+        n = len(token_ids)
+        length = bucket_length(n, limit)
+        padded = np.zeros((1, length), dtype="int32")
+        padded[0, :n] = token_ids
+        mask = np.zeros((1, length), dtype="int32")
+        mask[0, :n] = 1
+        logprob, rank, top_ids, top_logprobs, entropy = to_numpy(self._forward(padded, mask))
+        keep = slice(0, n - 1)
+        return {
+            "logprob": logprob[keep],
+            "rank": rank[keep],
+            "top_ids": top_ids[keep],
+            "top_logprobs": top_logprobs[keep],
+            "entropy": entropy[keep],
+        }

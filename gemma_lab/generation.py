@@ -1,0 +1,216 @@
+"""Generation: the decode loop with per-token statistics, streaming, and its result record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gemma_lab.decoding import bucket_length
+from gemma_lab.errors import InputError
+from gemma_lab.sampling import Sampler, SamplerConfig
+from gemma_lab.token_stats import TokenStats
+from gemma_lab.tokenizer import IncrementalDecoder
+
+if TYPE_CHECKING:
+    from gemma_lab.session import GemmaLab
+
+MAX_NEW_TOKENS_LIMIT = 8192
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished generation with what the model thought of every generated token.
+
+    Attributes:
+        prompt: the prompt text.
+        text: the generated text (stop string and end-of-turn excluded).
+        steps: per generated token statistics (`TokenStats`).
+        prompt_token_ids: the prompt's ids, <bos> first.
+        finish_reason: "length", "eos", "stop_string" or "interrupted".
+        timing: seconds for prefill / first token / decode, and tokens per second.
+        metadata: model, weights hash, backend, dtype, sampler, seed, adapter.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> g = tiny_session().generate("hello", max_new_tokens=3)
+        >>> len(g.token_ids), len(g.top_k[0])
+        (3, 5)
+    """
+
+    prompt: str
+    text: str
+    steps: tuple[TokenStats, ...]
+    prompt_token_ids: tuple[int, ...]
+    finish_reason: str
+    timing: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> list[str]:
+        return [s.text for s in self.steps]
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [s.token_id for s in self.steps]
+
+    @property
+    def logprobs(self) -> list[float]:
+        return [s.logprob for s in self.steps]
+
+    @property
+    def probs(self) -> list[float]:
+        return [s.prob for s in self.steps]
+
+    @property
+    def ranks(self) -> list[int]:
+        return [s.rank for s in self.steps]
+
+    @property
+    def entropy(self) -> list[float]:
+        return [s.entropy for s in self.steps]
+
+    @property
+    def top_k(self) -> list[list[tuple[str, float]]]:
+        return [list(s.top_k) for s in self.steps]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class GenerationStream:
+    """Iterate to receive `TokenStats` as tokens are decoded; `.result` holds the Generation.
+
+    `stop()` (from another thread, e.g. a Stop button) ends the loop after the current step.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> stream = tiny_session().stream("hello", max_new_tokens=4)
+        >>> pieces = [step.text for step in stream]
+        >>> stream.result.text == "".join(pieces)
+        True
+    """
+
+    def __init__(self, session: GemmaLab, prompt: str, *, max_new_tokens: int,
+                 sampler: SamplerConfig, stop: list[str], prompt_ids: list[int] | None = None):
+        if not isinstance(prompt, str):
+            raise InputError(f"The prompt must be a string, got {type(prompt).__name__}.")
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or not (
+            1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT
+        ):
+            raise InputError(
+                f"max_new_tokens must be an integer in 1..{MAX_NEW_TOKENS_LIMIT}, "
+                f"got {max_new_tokens!r}."
+            )
+        self._session = session
+        self.prompt = prompt
+        self.max_new_tokens = max_new_tokens
+        self.sampler = sampler
+        self.stop_strings = [s for s in stop if s]
+        self.prompt_ids = prompt_ids or session.tokenizer.encode(prompt, add_bos=True)
+        limit = session.context_length
+        if len(self.prompt_ids) + max_new_tokens > limit:
+            raise InputError(
+                f"The prompt has {len(self.prompt_ids)} tokens; with max_new_tokens="
+                f"{max_new_tokens} that exceeds the model's context of {limit} tokens. "
+                "Shorten the prompt or lower max_new_tokens."
+            )
+        self.result: Generation | None = None
+        self._stop_requested = False
+        self._iterator: Iterator[TokenStats] | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish after the step in progress."""
+        self._stop_requested = True
+
+    def __iter__(self) -> Iterator[TokenStats]:
+        if self._iterator is None:
+            self._iterator = self._run()
+        return self._iterator
+
+    def run(self) -> Generation:
+        """Consume the stream and return the Generation."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    def _run(self) -> Iterator[TokenStats]:
+        session = self._session
+        tokenizer = session.tokenizer
+        model = session.compiled
+        prompt_ids = self.prompt_ids
+        total = bucket_length(len(prompt_ids) + self.max_new_tokens, session.context_length)
+        sampler = Sampler(self.sampler)
+        decoder = IncrementalDecoder(tokenizer)
+        steps: list[TokenStats] = []
+        text = ""
+        finish = "length"
+        started = time.perf_counter()
+        first_token_at = None
+        cache = model.prefill(prompt_ids, total, tokenizer.pad_id)
+        prefill_done = time.perf_counter()
+        token, index = prompt_ids[-1], len(prompt_ids) - 1
+        try:
+            for _ in range(self.max_new_tokens):
+                if self._stop_requested:
+                    finish = "stopped"
+                    break
+                stats, cache = model.step(token, cache, index)
+                token = sampler.choose(stats["logits"])
+                if token in tokenizer.stop_ids:
+                    finish = "eos"
+                    break
+                logits = stats["logits"]
+                step = TokenStats(
+                    token_id=token,
+                    text=decoder.push(token),
+                    piece=tokenizer.piece(token),
+                    logprob=float(logits[token] - stats["log_norm"]),
+                    rank=int(np.sum(logits > logits[token])) + 1,
+                    entropy=stats["entropy"],
+                    top_k=tuple(
+                        (tokenizer.piece(i), float(np.exp(lp)))
+                        for i, lp in zip(stats["top_ids"].tolist(), stats["top_logprobs"].tolist())
+                    ),
+                    top_k_ids=tuple(int(i) for i in stats["top_ids"].tolist()),
+                )
+                steps.append(step)
+                text += step.text
+                index += 1
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                yield step
+                hit = _find_stop(text, self.stop_strings)
+                if hit is not None:
+                    text, finish = text[:hit], "stop_string"
+                    break
+        except KeyboardInterrupt:
+            finish = "interrupted"
+            raise
+        finally:
+            ended = time.perf_counter()
+            decode_s = ended - prefill_done
+            self.result = Generation(
+                prompt=self.prompt,
+                text=text if finish == "stop_string" else decoder.text,
+                steps=tuple(steps),
+                prompt_token_ids=tuple(prompt_ids),
+                finish_reason=finish,
+                timing={
+                    "prefill_s": prefill_done - started,
+                    "first_token_s": (first_token_at or ended) - started,
+                    "decode_s": decode_s,
+                    "total_s": ended - started,
+                    "tokens_per_s": len(steps) / decode_s if decode_s > 0 else 0.0,
+                },
+                metadata=session.metadata(sampler=self.sampler),
+            )
+
+
+def _find_stop(text: str, stop_strings: list[str]) -> int | None:
+    hits = [text.find(s) for s in stop_strings if s in text]
+    return min(hits) if hits else None

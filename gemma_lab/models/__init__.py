@@ -1,0 +1,1 @@
+"""Finding, converting, caching and loading Gemma models."""

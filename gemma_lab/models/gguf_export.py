@@ -1,0 +1,106 @@
+"""Writing a keras-hub Gemma CausalLM to a GGUF file (the inverse of gguf_convert).
+
+Used to round-trip models in tests and to hand a model to llama.cpp-based tools.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gemma_lab.backend import to_numpy
+from gemma_lab.models.weight_layout import weight_rules
+
+_QUANTIZABLE = {"Q8_0"}
+
+
+def _architecture(backbone: Any) -> str:
+    if type(backbone).__name__ == "Gemma3Backbone":
+        return "gemma3"
+    return "gemma2" if backbone.use_post_ffw_norm else "gemma"
+
+
+def _vocabulary(proto: bytes) -> tuple[list[str], list[float], list[int], dict[str, int]]:
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+    model = sp_pb2.ModelProto()
+    model.ParseFromString(proto)
+    tokens, scores, types = [], [], []
+    for piece in model.pieces:
+        text = piece.piece
+        piece_type = piece.type
+        if piece_type == 4:  # llama.cpp writes user-defined pieces with literal spaces
+            text = text.replace("\u2581", " ")
+        if piece_type == 2:  # ... and types <unk> as a control token
+            piece_type = 3
+        tokens.append(text)
+        scores.append(piece.score)
+        types.append(piece_type)
+    spec = model.trainer_spec
+    ids = {"bos": spec.bos_id, "eos": spec.eos_id, "unk": spec.unk_id, "pad": max(spec.pad_id, 0)}
+    return tokens, scores, types, ids
+
+
+def export_gguf(causal_lm: Any, path: str | Path, quantization: str = "F32",
+                name: str = "gemma_lab export") -> Path:
+    """Write `causal_lm` (keras-hub GemmaCausalLM or Gemma3CausalLM) as a GGUF file.
+
+    `quantization`: "F32", or "Q8_0" for the matrices (norms stay F32), which exercises the
+    same dequantisation path as llama.cpp's quantised files.
+
+    Example:
+        >>> import tempfile, os
+        >>> from gemma_lab.testing import tiny_causal_lm
+        >>> out = export_gguf(tiny_causal_lm("gemma2"), os.path.join(tempfile.mkdtemp(), "m.gguf"))
+        >>> out.stat().st_size > 0
+        True
+    """
+    import gguf
+
+    backbone = causal_lm.backbone
+    arch = _architecture(backbone)
+    proto = causal_lm.preprocessor.tokenizer.proto
+    tokens, scores, types, ids = _vocabulary(proto)
+    path = Path(path)
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(name)
+    writer.add_context_length(8192)
+    writer.add_embedding_length(backbone.hidden_dim)
+    writer.add_block_count(backbone.num_layers)
+    ffn = backbone.intermediate_dim if arch == "gemma3" else backbone.intermediate_dim // 2
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(backbone.num_query_heads)
+    writer.add_head_count_kv(backbone.num_key_value_heads)
+    writer.add_key_length(backbone.head_dim)
+    writer.add_value_length(backbone.head_dim)
+    writer.add_layer_norm_rms_eps(backbone.layer_norm_epsilon)
+    if getattr(backbone, "use_sliding_window_attention", False):
+        writer.add_sliding_window(backbone.sliding_window_size)
+    if arch == "gemma2":
+        writer.add_attn_logit_softcapping(backbone.attention_logit_soft_cap)
+        writer.add_final_logit_softcapping(backbone.final_logit_soft_cap)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(ids["bos"])
+    writer.add_eos_token_id(ids["eos"])
+    writer.add_unk_token_id(ids["unk"])
+    writer.add_pad_token_id(ids["pad"])
+    writer.add_add_bos_token(True)
+    writer.add_add_space_prefix(False)
+
+    for tensor_name, variable, layout in weight_rules(backbone):
+        array = np.ascontiguousarray(layout.to_gguf(to_numpy(variable.value).astype(np.float32)))
+        if quantization in _QUANTIZABLE and array.ndim == 2 and array.shape[-1] % 32 == 0:
+            qtype = getattr(gguf.GGMLQuantizationType, quantization)
+            writer.add_tensor(tensor_name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+        else:
+            writer.add_tensor(tensor_name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -1,0 +1,74 @@
+"""Rebuilding a SentencePiece model proto from a GGUF vocabulary.
+
+GGUF keeps SentencePiece's pieces, scores and piece types (same numbering as
+sentencepiece_model.proto), but llama.cpp marks `<unk>` as a control token; SentencePiece
+requires exactly one UNKNOWN piece, so the unknown id is retyped here. GGUF also stores
+user-defined pieces (Gemma's whitespace runs) with literal spaces, while SentencePiece matches
+them after whitespace escaping, so their spaces become "▁" again.
+"""
+
+from __future__ import annotations
+
+from gemma_lab.errors import GGUFError
+from gemma_lab.models.gguf_file import GGUFVocabulary
+
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
+_SPACE = "\u2581"  # SentencePiece's escaped space, "▁"
+
+
+def sentencepiece_proto(vocabulary: GGUFVocabulary) -> bytes:
+    """Serialise a SentencePiece BPE model equivalent to the GGUF tokenizer.
+
+    Example:
+        >>> import numpy as np
+        >>> from gemma_lab.models.gguf_file import GGUFVocabulary
+        >>> pieces = ["<pad>", "<eos>", "<bos>", "<unk>", "▁a", "a"]
+        >>> vocab = GGUFVocabulary(pieces, np.zeros(6, "float32"), np.array([3, 3, 3, 3, 1, 1]),
+        ...                        bos_id=2, eos_id=1, unk_id=3, pad_id=0, add_space_prefix=False)
+        >>> import sentencepiece as spm
+        >>> sp = spm.SentencePieceProcessor(model_proto=sentencepiece_proto(vocab))
+        >>> sp.unk_id(), sp.bos_id()
+        (3, 2)
+    """
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+    proto = sp_pb2.ModelProto()
+    trainer = proto.trainer_spec
+    trainer.model_type = sp_pb2.TrainerSpec.BPE
+    trainer.vocab_size = len(vocabulary.tokens)
+    trainer.byte_fallback = bool((vocabulary.token_types == _BYTE).any())
+    trainer.unk_id = vocabulary.unk_id
+    trainer.bos_id = vocabulary.bos_id
+    trainer.eos_id = vocabulary.eos_id
+    trainer.pad_id = vocabulary.pad_id
+    trainer.unk_piece = vocabulary.tokens[vocabulary.unk_id]
+    trainer.bos_piece = vocabulary.tokens[vocabulary.bos_id]
+    trainer.eos_piece = vocabulary.tokens[vocabulary.eos_id]
+    trainer.pad_piece = vocabulary.tokens[vocabulary.pad_id]
+
+    for spec in (proto.normalizer_spec, proto.denormalizer_spec):
+        spec.name = "identity"
+        spec.add_dummy_prefix = vocabulary.add_space_prefix
+        spec.remove_extra_whitespaces = False
+        spec.escape_whitespaces = True
+    proto.denormalizer_spec.add_dummy_prefix = False
+
+    special_ids = {vocabulary.bos_id, vocabulary.eos_id, vocabulary.pad_id}
+    for index, (piece_text, score, piece_type) in enumerate(
+        zip(vocabulary.tokens, vocabulary.scores.tolist(), vocabulary.token_types.tolist())
+    ):
+        piece = proto.pieces.add()
+        piece.piece = piece_text.replace(" ", _SPACE) if piece_type == _USER_DEFINED else piece_text
+        piece.score = float(score)
+        if index == vocabulary.unk_id:
+            piece.type = _UNKNOWN
+        elif index in special_ids:
+            piece.type = _CONTROL
+        elif piece_type == _UNKNOWN:
+            # A second "unknown" would make SentencePiece refuse the model.
+            piece.type = _CONTROL
+        elif piece_type in (_NORMAL, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE):
+            piece.type = piece_type
+        else:
+            raise GGUFError(f"Token {index} ({piece_text!r}) has unknown type {piece_type}.")
+    return proto.SerializeToString()

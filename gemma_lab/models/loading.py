@@ -1,0 +1,147 @@
+"""Resolving a model spec to a keras-hub Gemma CausalLM: default, GGUF, preset dir or remote."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gemma_lab._progress import progress_counter
+from gemma_lab.backend import import_keras
+from gemma_lab.errors import InputError, ModelLoadError
+from gemma_lab.models.cache import entry_path, read_marker, write_entry
+from gemma_lab.models.default_model import (
+    DEFAULT_MODEL_ID,
+    default_gguf_path,
+    default_gguf_sha256,
+)
+from gemma_lab.models.gguf_file import read_gguf, sha256_file
+
+DTYPES = ("float32", "bfloat16", "int8")
+REMOTE_PREFIXES = ("kaggle://", "hf://", "modelscope://", "gs://")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded keras-hub CausalLM and where it came from."""
+
+    causal_lm: Any
+    model_id: str
+    source: str
+    weights_sha256: str | None
+    dtype: str
+
+
+def _check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise InputError(f"dtype={dtype!r} is not supported; choose one of {', '.join(DTYPES)}.")
+    return dtype
+
+
+def _from_preset(preset: str, dtype: str) -> Any:
+    import_keras()
+    import keras_hub
+
+    # int8 loads float32 weights, then quantizes them with Keras.
+    load_dtype = "float32" if dtype == "int8" else dtype
+    causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=load_dtype)
+    if dtype == "int8":
+        causal_lm.quantize("int8")
+    return causal_lm
+
+
+def _converted_preset(gguf_path: Path | None, sha256: str, progress: bool) -> Path:
+    """The cache entry holding the keras-hub preset converted from this GGUF, built if needed."""
+    entry = entry_path("presets", sha256[:24])
+    if read_marker(entry) is not None:
+        return entry
+    if gguf_path is None:
+        gguf_path = default_gguf_path()
+    from gemma_lab.models.gguf_convert import convert_gguf
+
+    model = read_gguf(gguf_path, sha256=sha256)
+    causal_lm = convert_gguf(model, progress=progress)
+    write_entry(
+        entry,
+        lambda tmp: causal_lm.save_to_preset(str(tmp)),
+        {"sha256": sha256, "source": str(gguf_path), "name": model.name},
+    )
+    return entry
+
+
+def _looks_like_preset_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def load_model(spec: str | os.PathLike[str] | None = None, dtype: str = "float32",
+               progress: bool = True) -> LoadedModel:
+    """Load a Gemma CausalLM from a spec (see `gemma_lab.load`).
+
+    Example:
+        >>> loaded = load_model(dtype="float32", progress=False)
+        >>> loaded.causal_lm.backbone.num_layers
+        18
+    """
+    _check_dtype(dtype)
+    bar = progress_counter(2, desc="Loading Gemma", disable=not progress)
+    try:
+        if spec is None or str(spec) == "default":
+            sha = default_gguf_sha256()
+            preset = _converted_preset(None, sha, progress)
+            bar.update(1)
+            causal_lm = _from_preset(str(preset), dtype)
+            return LoadedModel(causal_lm, DEFAULT_MODEL_ID, "default", sha, dtype)
+
+        text = os.fspath(spec)
+        path = Path(text).expanduser()
+        if text.lower().endswith(".gguf"):
+            if not path.is_file():
+                raise ModelLoadError(f"No GGUF file at {path}. Check the path.")
+            sha = sha256_file(path)
+            preset = _converted_preset(path, sha, progress)
+            bar.update(1)
+            return LoadedModel(_from_preset(str(preset), dtype), path.name, str(path), sha, dtype)
+
+        if path.is_dir():
+            if not _looks_like_preset_dir(path):
+                raise ModelLoadError(
+                    f"{path} is a directory but not a keras-hub preset (no config.json). Save "
+                    "one with causal_lm.save_to_preset(dir), or pass a .gguf file."
+                )
+            bar.update(1)
+            return LoadedModel(_from_preset(str(path), dtype), path.name, str(path), None, dtype)
+
+        if text.startswith(REMOTE_PREFIXES) or _is_known_preset_name(text):
+            bar.update(1)
+            return LoadedModel(_load_remote(text, dtype), text, text, None, dtype)
+
+        raise ModelLoadError(
+            f"Cannot resolve model spec {text!r}: it is not a .gguf file, a preset directory, "
+            "a kaggle:// or hf:// handle, or a keras-hub Gemma preset name. "
+            "Call gemma_lab.load() with no argument for the embedded default model."
+        )
+    finally:
+        bar.update(bar.total - bar.n)
+        bar.close()
+
+
+def _is_known_preset_name(name: str) -> bool:
+    import_keras()
+    import keras_hub
+
+    return any(
+        name in cls.presets
+        for cls in (keras_hub.models.GemmaCausalLM, keras_hub.models.Gemma3CausalLM)
+    )
+
+
+def _load_remote(spec: str, dtype: str) -> Any:
+    try:
+        return _from_preset(spec, dtype)
+    except (OSError, ConnectionError, ValueError) as err:
+        raise ModelLoadError(
+            f"Could not fetch the remote preset {spec!r} ({type(err).__name__}: {err}). "
+            "Remote presets need network access and, for Kaggle, KAGGLE_USERNAME/KAGGLE_KEY "
+            "(for Hugging Face, HF_TOKEN). Offline, load a local preset directory or a .gguf file."
+        ) from err

@@ -1,0 +1,110 @@
+"""Scoring: teacher-forced probability of every token of a text, and its result record."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gemma_lab.errors import InputError
+from gemma_lab.token_stats import TokenStats
+from gemma_lab.tokenizer import IncrementalDecoder
+
+if TYPE_CHECKING:
+    from gemma_lab.session import GemmaLab
+
+
+@dataclass(frozen=True)
+class Score:
+    """How probable the model finds each token of a text, given the tokens before it.
+
+    Attributes:
+        text: the scored text.
+        steps: per token statistics (`TokenStats`); the first is conditioned on <bos> alone.
+        metadata: model, weights hash, backend, dtype.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> s = tiny_session().score("hello world")
+        >>> len(s.logprobs) == len(s.token_ids) and s.total_logprob < 0
+        True
+    """
+
+    text: str
+    steps: tuple[TokenStats, ...]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> list[str]:
+        return [s.text for s in self.steps]
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [s.token_id for s in self.steps]
+
+    @property
+    def logprobs(self) -> list[float]:
+        return [s.logprob for s in self.steps]
+
+    @property
+    def probs(self) -> list[float]:
+        return [s.prob for s in self.steps]
+
+    @property
+    def ranks(self) -> list[int]:
+        return [s.rank for s in self.steps]
+
+    @property
+    def entropy(self) -> list[float]:
+        return [s.entropy for s in self.steps]
+
+    @property
+    def top_k(self) -> list[list[tuple[str, float]]]:
+        return [list(s.top_k) for s in self.steps]
+
+    @property
+    def total_logprob(self) -> float:
+        return float(sum(self.logprobs))
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.total_logprob / max(len(self.steps), 1))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def score_text(session: GemmaLab, text: str) -> Score:
+    """Teacher-force `text` (after <bos>) through the model; see `GemmaLab.score`."""
+    if not isinstance(text, str) or not text:
+        raise InputError("score() needs a non-empty string to score.")
+    tokenizer = session.tokenizer
+    ids = tokenizer.encode(text, add_bos=True)
+    if len(ids) > session.context_length:
+        raise InputError(
+            f"The text has {len(ids)} tokens, more than the model's context of "
+            f"{session.context_length}. Score a shorter text."
+        )
+    stats = session.compiled.score(np.asarray(ids, dtype="int32"), session.context_length)
+    decoder = IncrementalDecoder(tokenizer)
+    steps = []
+    for position, token_id in enumerate(ids[1:]):
+        top_ids = stats["top_ids"][position].tolist()
+        steps.append(
+            TokenStats(
+                token_id=int(token_id),
+                text=decoder.push(token_id),
+                piece=tokenizer.piece(token_id),
+                logprob=float(stats["logprob"][position]),
+                rank=int(stats["rank"][position]),
+                entropy=float(stats["entropy"][position]),
+                top_k=tuple(
+                    (tokenizer.piece(i), float(np.exp(lp)))
+                    for i, lp in zip(top_ids, stats["top_logprobs"][position].tolist())
+                ),
+                top_k_ids=tuple(int(i) for i in top_ids),
+            )
+        )
+    return Score(text=text, steps=tuple(steps), metadata=session.metadata())

@@ -1,0 +1,212 @@
+"""The session: one loaded Gemma and every operation researchers run on it."""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any
+
+from gemma_lab.backend import import_keras
+from gemma_lab.generation import Generation, GenerationStream
+from gemma_lab.models.loading import DTYPES, LoadedModel, load_model
+from gemma_lab.sampling import SamplerConfig
+from gemma_lab.scoring import Score, score_text
+from gemma_lab.tokenizer import Tokenizer
+
+DEFAULT_TOP_K = 5
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
+_CONTEXT_BY_ARCH = {"GemmaBackbone": 8192, "Gemma3Backbone": 32768}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is loaded: identity, architecture, size, numerics and memory."""
+
+    model: str
+    source: str
+    architecture: str
+    parameters: int
+    num_layers: int
+    num_query_heads: int
+    num_key_value_heads: int
+    hidden_dim: int
+    vocabulary_size: int
+    context_length: int
+    weights_sha256: str | None
+    backend: str
+    dtype: str
+    weights_bytes: int
+    peak_rss_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        rows = [f"{key:>20}: {value}" for key, value in self.to_dict().items()]
+        return "\n".join(rows)
+
+
+class GemmaLab:
+    """One loaded Gemma model and the research operations on it.
+
+    Create it with `gemma_lab.load()`.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> lab = tiny_session()
+        >>> lab.generate("hello", max_new_tokens=2).finish_reason in ("length", "eos")
+        True
+    """
+
+    def __init__(self, loaded: LoadedModel, top_k: int = DEFAULT_TOP_K):
+        self._loaded = loaded
+        self.causal_lm = loaded.causal_lm
+        self.backbone = loaded.causal_lm.backbone
+        self.tokenizer = Tokenizer.from_keras_hub(loaded.causal_lm.preprocessor.tokenizer)
+        self.top_k = top_k
+        self.context_length = _CONTEXT_BY_ARCH.get(type(self.backbone).__name__, 8192)
+        self.adapter_name: str | None = None
+
+    # --- identity --------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return self._loaded.model_id
+
+    @property
+    def dtype(self) -> str:
+        return self._loaded.dtype
+
+    @property
+    def backend(self) -> str:
+        return import_keras().config.backend()
+
+    @cached_property
+    def compiled(self) -> Any:
+        """Compiled prefill / decode step / forward functions (built on first use)."""
+        from gemma_lab.decoding import CompiledModel
+
+        return CompiledModel(self.causal_lm, top_k=self.top_k)
+
+    def metadata(self, sampler: SamplerConfig | None = None) -> dict[str, Any]:
+        """Provenance attached to every result."""
+        meta = {
+            "model": self.model_id,
+            "weights_sha256": self._loaded.weights_sha256,
+            "backend": self.backend,
+            "dtype": self.dtype,
+            "adapter": self.adapter_name,
+        }
+        if sampler is not None:
+            meta["sampler"] = sampler.to_dict()
+            meta["seed"] = sampler.seed
+        return meta
+
+    def info(self) -> ModelInfo:
+        """Model id, architecture, parameter count, weights hash, backend, dtype and memory.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> tiny_session().info().num_layers
+            2
+        """
+        backbone = self.backbone
+        weights_bytes = sum(
+            math.prod(v.shape) * _DTYPE_BYTES.get(str(v.dtype), 4) for v in backbone.weights
+        )
+        return ModelInfo(
+            model=self.model_id,
+            source=self._loaded.source,
+            architecture=type(backbone).__name__.replace("Backbone", ""),
+            parameters=int(backbone.count_params()),
+            num_layers=backbone.num_layers,
+            num_query_heads=backbone.num_query_heads,
+            num_key_value_heads=backbone.num_key_value_heads,
+            hidden_dim=backbone.hidden_dim,
+            vocabulary_size=backbone.vocabulary_size,
+            context_length=self.context_length,
+            weights_sha256=self._loaded.weights_sha256,
+            backend=self.backend,
+            dtype=self.dtype,
+            weights_bytes=weights_bytes,
+            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        )
+
+    # --- generation ------------------------------------------------------------------------
+    def stream(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
+               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+               stop: str | list[str] | None = None) -> GenerationStream:
+        """Generate token by token: iterate for `TokenStats`, then read `.result`.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> stream = tiny_session().stream("hello", max_new_tokens=3)
+            >>> len(list(stream)) <= 3
+            True
+        """
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        return GenerationStream(
+            self,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            sampler=SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed),
+            stop=stops,
+        )
+
+    def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 stop: str | list[str] | None = None, stream: bool = False) -> Generation:
+        """Generate a continuation of `prompt` and record each token's probability,
+        rank, entropy and top-k alternatives.
+
+        `temperature=0` is greedy. `stream=True` prints text as it is decoded.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> g = tiny_session().generate("hello", max_new_tokens=4, temperature=0.8, seed=1)
+            >>> g.metadata["seed"]
+            1
+        """
+        running = self.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
+        if not stream:
+            return running.run()
+        for step in running:
+            print(step.text, end="", flush=True)
+        print(flush=True)
+        assert running.result is not None
+        return running.result
+
+    def score(self, text: str) -> Score:
+        """Teacher-forced probability, rank and top-k alternatives of every token of `text`.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> tiny_session().score("hello world").ranks[0] >= 1
+            True
+        """
+        return score_text(self, text)
+
+    def __repr__(self) -> str:
+        return f"<GemmaLab {self.model_id} on {self.backend}, {self.dtype}>"
+
+
+def load(spec: str | os.PathLike[str] | None = None, dtype: str = "float32",
+         progress: bool = True) -> GemmaLab:
+    """Load a Gemma model and return a session.
+
+    `spec`: None for the embedded default (Gemma 3 270M from the PyPI GGUF package), a
+    keras-hub preset name ("gemma2_2b_en"), a "kaggle://" or "hf://" handle, a local preset
+    directory, or a path to a .gguf file. `dtype`: one of "float32", "bfloat16", "int8".
+
+    Example:
+        >>> import gemma_lab
+        >>> lab = gemma_lab.load()
+        >>> lab.info().num_layers
+        18
+    """
+    return GemmaLab(load_model(spec, dtype=dtype, progress=progress))
+
+
+__all__ = ["DTYPES", "GemmaLab", "ModelInfo", "load"]
