@@ -188,6 +188,35 @@ class GemmaLab:
         """
         return score_text(self, text)
 
+    # --- inspection --------------------------------------------------------------------------
+    def trace(self, text: str, layers: list[int] | None = None,
+              heads: list[int] | None = None) -> Any:
+        """One forward pass capturing attention probabilities, residual stream and logit lens.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> t = tiny_session().trace("hello world")
+            >>> t.attention.ndim
+            4
+        """
+        from gemma_lab.inspect.trace import trace_text
+
+        return trace_text(self, text, layers=layers, heads=heads)
+
+    def attribute(self, prompt: str, target: str, method: str = "grad_x_input",
+                  steps: int = 32) -> Any:
+        """Attribute the log-probability of `target` after `prompt` to the prompt's tokens.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> a = tiny_session().attribute("hello", target=" world")
+            >>> len(a.scores) == len(a.tokens)
+            True
+        """
+        from gemma_lab.inspect.attribution import attribute_text
+
+        return attribute_text(self, prompt, target, method=method, steps=steps)
+
     def __repr__(self) -> str:
         return f"<GemmaLab {self.model_id} on {self.backend}, {self.dtype}>"
 

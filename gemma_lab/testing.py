@@ -20,7 +20,7 @@ _CORPUS = [
 TINY_HPARAMS = dict(num_query_heads=4, num_key_value_heads=2, hidden_dim=32, head_dim=8)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_proto(vocab_size: int = 320) -> bytes:
     """A small SentencePiece BPE proto with Gemma's special tokens and ids.
 
@@ -110,7 +110,7 @@ def _randomise_norms(backbone: Any, seed: int) -> None:
             weight.assign(rng.normal(0, 0.2, size=tuple(weight.shape)).astype("float32"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def len_vocab() -> int:
     import sentencepiece as spm
 

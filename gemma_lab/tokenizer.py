@@ -24,6 +24,7 @@ class Tokenizer:
     def __init__(self, proto: bytes):
         import sentencepiece as spm
 
+        spm.set_min_log_level(2)  # silence "precompiled_charsmap is empty" on every load
         self._sp = spm.SentencePieceProcessor(model_proto=proto)
         self.vocabulary_size = self._sp.get_piece_size()
         self.bos_id = self._sp.bos_id()

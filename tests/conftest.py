@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny real keras-hub Gemmas (fast) and the real default model (marked)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("GEMMA_LAB_BACKEND", os.environ.get("KERAS_BACKEND", "jax"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lab():
+    from gemma_lab.testing import tiny_session
+
+    return tiny_session("gemma3")
+
+
+@pytest.fixture(scope="session", params=["gemma", "gemma2", "gemma3"])
+def tiny_lab_any(request):
+    from gemma_lab.testing import tiny_session
+
+    return tiny_session(request.param)
+
+
+@pytest.fixture(scope="session")
+def default_lab():
+    """The real default model (Gemma 3 270M), loaded once per test session."""
+    import gemma_lab
+
+    return gemma_lab.load(progress=False)

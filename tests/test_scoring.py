@@ -1,0 +1,34 @@
+import numpy as np
+
+from gemma_lab.backend import to_numpy
+
+
+def _reference_logprobs(causal_lm, ids):
+    arr = np.asarray([ids], dtype="int32")
+    hidden = causal_lm.backbone({"token_ids": arr, "padding_mask": np.ones_like(arr)})
+    logits = to_numpy(causal_lm.backbone.token_embedding(hidden, reverse=True))[0].astype("float64")
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    return logp
+
+
+def test_score_matches_a_plain_forward_pass(tiny_lab_any):
+    lab = tiny_lab_any
+    text = "the quick brown fox jumps"
+    s = lab.score(text)
+    ids = lab.tokenizer.encode(text, add_bos=True)
+    assert s.token_ids == ids[1:]
+    logp = _reference_logprobs(lab.causal_lm, ids)
+    want = [logp[i, ids[i + 1]] for i in range(len(ids) - 1)]
+    np.testing.assert_allclose(s.logprobs, want, atol=1e-4)
+    want_ranks = [int((logp[i] > logp[i, ids[i + 1]]).sum()) + 1 for i in range(len(ids) - 1)]
+    assert s.ranks == want_ranks
+    assert "".join(s.tokens) == text
+    assert s.perplexity > 1
+
+
+def test_score_top_k_is_the_best_alternatives(tiny_lab):
+    s = tiny_lab.score("hello world")
+    ids = tiny_lab.tokenizer.encode("hello world", add_bos=True)
+    logp = _reference_logprobs(tiny_lab.causal_lm, ids)
+    for position, step in enumerate(s.steps):
+        assert list(step.top_k_ids) == list(np.argsort(-logp[position])[: tiny_lab.top_k])
