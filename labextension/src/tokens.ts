@@ -1,0 +1,238 @@
+/**
+ * The token view: tokens coloured by probability or entropy, and a popup with the
+ * top-k alternatives of a clicked token.
+ */
+
+import { IToken } from './payload';
+import { entropyColor, probabilityColor } from './colors';
+import { formatNumber, formatProb, h, logOf, quoteToken, setData } from './dom';
+
+export const SECTION_CLASS = 'jp-GemmaLab-tokenSection';
+export const TOOLBAR_CLASS = 'jp-GemmaLab-toolbar';
+export const MODE_TOGGLE_CLASS = 'jp-GemmaLab-modeToggle';
+export const MODE_BUTTON_CLASS = 'jp-GemmaLab-modeButton';
+export const LEGEND_CLASS = 'jp-GemmaLab-legend';
+export const TOKENS_CLASS = 'jp-GemmaLab-tokens';
+export const TOKEN_CLASS = 'jp-GemmaLab-token';
+export const PROMPT_TOKEN_CLASS = 'jp-GemmaLab-token-prompt';
+export const POPUP_CLASS = 'jp-GemmaLab-popup';
+export const POPUP_HEADER_CLASS = 'jp-GemmaLab-popupHeader';
+export const ALTERNATIVES_CLASS = 'jp-GemmaLab-alternatives';
+export const ALTERNATIVE_CLASS = 'jp-GemmaLab-alternative';
+export const ACTUAL_CLASS = 'jp-mod-actual';
+export const ACTIVE_CLASS = 'jp-mod-active';
+export const SELECTED_CLASS = 'jp-mod-selected';
+export const UNSCORED_CLASS = 'jp-mod-unscored';
+
+export type ColorMode = 'prob' | 'entropy';
+
+const MODE_LABELS: Record<ColorMode, string> = { prob: 'probability', entropy: 'entropy' };
+
+/** Text shown for a token: newlines get a visible mark before the line break. */
+function displayText(text: string): string {
+  return text.replace(/\n/g, '↵\n');
+}
+
+/** One-line summary of a token's own statistics. */
+function summary(token: IToken): string {
+  const parts = [quoteToken(token.text), `p=${formatProb(token.prob)}`];
+  if (typeof token.rank === 'number') {
+    parts.push(`rank ${token.rank}`);
+  }
+  if (typeof token.logprob === 'number') {
+    parts.push(`logprob ${formatNumber(token.logprob)}`);
+  }
+  if (typeof token.entropy === 'number') {
+    parts.push(`entropy ${formatNumber(token.entropy)} nats`);
+  }
+  parts.push(token.role);
+  return parts.join(' · ');
+}
+
+/** Tooltip: the summary line, then one line per alternative. */
+function tooltip(token: IToken): string {
+  const lines = [summary(token)];
+  (token.top_k ?? []).forEach(([text, prob], i) => {
+    lines.push(`${i + 1}. ${quoteToken(text)}  ${formatProb(prob)}`);
+  });
+  return lines.join('\n');
+}
+
+export class TokenView {
+  readonly node: HTMLElement;
+
+  constructor(tokens: IToken[]) {
+    this._tokens = tokens;
+    this._maxEntropy = Math.max(0, ...tokens.map(t => (typeof t.entropy === 'number' ? t.entropy : 0)));
+
+    this.node = h('section', SECTION_CLASS);
+    const toolbar = h('div', TOOLBAR_CLASS);
+    toolbar.appendChild(h('span', 'jp-GemmaLab-label', 'colour by'));
+    const toggle = h('div', MODE_TOGGLE_CLASS);
+    toggle.setAttribute('role', 'group');
+    toggle.setAttribute('aria-label', 'colour tokens by');
+    for (const mode of Object.keys(MODE_LABELS) as ColorMode[]) {
+      const button = h('button', MODE_BUTTON_CLASS, MODE_LABELS[mode]);
+      button.type = 'button';
+      button.setAttribute('data-mode', mode);
+      button.addEventListener('click', () => this.setMode(mode));
+      this._buttons.push(button);
+      toggle.appendChild(button);
+    }
+    toolbar.appendChild(toggle);
+    this._legend = h('span', LEGEND_CLASS);
+    toolbar.appendChild(this._legend);
+    this.node.appendChild(toolbar);
+
+    this._container = h('div', TOKENS_CLASS);
+    tokens.forEach((token, index) => this._container.appendChild(this._tokenNode(token, index)));
+    this.node.appendChild(this._container);
+
+    this._popup = h('div', POPUP_CLASS);
+    this._popup.hidden = true;
+    this._popup.setAttribute('role', 'dialog');
+    this.node.appendChild(this._popup);
+
+    this._container.addEventListener('click', event => this._onClick(event));
+    this._container.addEventListener('keydown', event => this._onKeyDown(event));
+    this._popup.addEventListener('keydown', event => this._onKeyDown(event));
+    this.setMode('prob');
+  }
+
+  /** Recolour every token by `mode` and update the toggle and legend. */
+  setMode(mode: ColorMode): void {
+    this._container.setAttribute('data-mode', mode);
+    for (const button of this._buttons) {
+      const active = button.getAttribute('data-mode') === mode;
+      button.classList.toggle(ACTIVE_CLASS, active);
+      button.setAttribute('aria-pressed', String(active));
+    }
+    this._spans.forEach((span, index) => {
+      const token = this._tokens[index];
+      const value = mode === 'prob' ? token.prob : token.entropy;
+      const scored = typeof value === 'number' && Number.isFinite(value);
+      span.classList.toggle(UNSCORED_CLASS, !scored);
+      span.style.backgroundColor = !scored
+        ? ''
+        : mode === 'prob'
+          ? probabilityColor(value)
+          : entropyColor(value, this._maxEntropy);
+    });
+    this._legend.textContent =
+      mode === 'prob'
+        ? 'red = unlikely, green = likely'
+        : `clear = certain, purple = uncertain (max ${formatNumber(this._maxEntropy, 2)} nats)`;
+  }
+
+  /** Close the alternatives popup, if open. */
+  closePopup(): void {
+    this._popup.hidden = true;
+    this._popup.removeAttribute('data-index');
+    this._selected?.classList.remove(SELECTED_CLASS);
+    this._selected = null;
+  }
+
+  private _tokenNode(token: IToken, index: number): HTMLSpanElement {
+    const span = h('span', TOKEN_CLASS, displayText(token.text));
+    if (token.role === 'prompt') {
+      span.classList.add(PROMPT_TOKEN_CLASS);
+    }
+    span.setAttribute('data-index', String(index));
+    span.setAttribute('data-role', token.role);
+    setData(span, 'id', token.id);
+    setData(span, 'prob', token.prob);
+    setData(span, 'logprob', token.logprob);
+    setData(span, 'rank', token.rank);
+    setData(span, 'entropy', token.entropy);
+    span.setAttribute('title', tooltip(token));
+    span.setAttribute('tabindex', '0');
+    span.setAttribute('role', 'button');
+    this._spans.push(span);
+    return span;
+  }
+
+  private _onClick(event: MouseEvent): void {
+    const span = (event.target as Element).closest(`.${TOKEN_CLASS}`) as HTMLElement | null;
+    if (!span) {
+      this.closePopup();
+      return;
+    }
+    if (span === this._selected) {
+      this.closePopup();
+    } else {
+      this._openPopup(span);
+    }
+  }
+
+  private _onKeyDown(event: KeyboardEvent): void {
+    if (event.key === 'Escape') {
+      this.closePopup();
+      return;
+    }
+    const span = (event.target as Element).closest(`.${TOKEN_CLASS}`) as HTMLElement | null;
+    if (span && (event.key === 'Enter' || event.key === ' ')) {
+      event.preventDefault();
+      this._openPopup(span);
+    }
+  }
+
+  private _openPopup(span: HTMLElement): void {
+    const index = Number(span.getAttribute('data-index'));
+    const token = this._tokens[index];
+    this._selected?.classList.remove(SELECTED_CLASS);
+    this._selected = span;
+    span.classList.add(SELECTED_CLASS);
+
+    const popup = this._popup;
+    popup.replaceChildren();
+    popup.setAttribute('data-index', String(index));
+    popup.appendChild(h('div', POPUP_HEADER_CLASS, summary(token)));
+    const alternatives = token.top_k ?? [];
+    if (alternatives.length === 0) {
+      popup.appendChild(h('div', 'jp-GemmaLab-empty', 'no alternatives recorded for this token'));
+    } else {
+      const table = h('table', ALTERNATIVES_CLASS);
+      const head = h('tr');
+      for (const label of ['rank', 'token', 'prob', 'logprob', '']) {
+        head.appendChild(h('th', undefined, label));
+      }
+      table.appendChild(head);
+      alternatives.forEach(([text, prob], i) => {
+        const row = h('tr', ALTERNATIVE_CLASS);
+        if (text === token.text) {
+          row.classList.add(ACTUAL_CLASS);
+        }
+        row.setAttribute('data-rank', String(i + 1));
+        setData(row, 'prob', prob);
+        row.appendChild(h('td', undefined, String(i + 1)));
+        row.appendChild(h('td', 'jp-GemmaLab-altText', quoteToken(text)));
+        row.appendChild(h('td', undefined, formatProb(prob)));
+        row.appendChild(h('td', undefined, formatNumber(logOf(prob))));
+        const barCell = h('td');
+        const bar = h('span', 'jp-GemmaLab-bar');
+        bar.style.width = `${Math.round(100 * Math.min(1, Math.max(0, prob)))}%`;
+        barCell.appendChild(bar);
+        row.appendChild(barCell);
+        table.appendChild(row);
+      });
+      popup.appendChild(table);
+    }
+    popup.hidden = false;
+
+    // Place the popup under the token, kept inside the section horizontally.
+    const sectionBox = this.node.getBoundingClientRect();
+    const tokenBox = span.getBoundingClientRect();
+    const maxLeft = Math.max(0, sectionBox.width - popup.offsetWidth);
+    popup.style.left = `${Math.min(Math.max(0, tokenBox.left - sectionBox.left), maxLeft)}px`;
+    popup.style.top = `${tokenBox.bottom - sectionBox.top + 2}px`;
+  }
+
+  private _tokens: IToken[];
+  private _maxEntropy: number;
+  private _buttons: HTMLButtonElement[] = [];
+  private _spans: HTMLSpanElement[] = [];
+  private _legend: HTMLElement;
+  private _container: HTMLElement;
+  private _popup: HTMLElement;
+  private _selected: HTMLElement | null = null;
+}
