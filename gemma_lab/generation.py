@@ -80,6 +80,23 @@ class Generation:
     def __str__(self) -> str:
         return self.text
 
+    def to_dict(self) -> dict[str, Any]:
+        """The v1 JSON payload (`gemma_lab.schema.JSON_SCHEMA`) of this generation."""
+        from gemma_lab.render import generation_payload
+
+        return generation_payload(self)
+
+    def figure(self, kind: str = "probs") -> Any:
+        """A plotly Figure: "probs" (default), "top_k", "entropy" or "rank" per token."""
+        from gemma_lab.figures import steps_figure
+
+        return steps_figure(self.steps, kind)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from gemma_lab.render import mimebundle
+
+        return mimebundle(self, include, exclude)
+
 
 class GenerationStream:
     """Iterate to receive `TokenStats` as tokens are decoded; `.result` holds the Generation.

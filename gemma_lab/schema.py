@@ -30,6 +30,9 @@ _token = {
     "required": ["text", "id", "role"],
     "properties": {
         "text": {"type": "string"},
+        # The vocabulary entry ("▁" shown as a space); `text` is what the token added to the
+        # decoded text, empty while a multi-byte character is incomplete.
+        "piece": {"type": "string"},
         "id": {"type": "integer"},
         "role": {"enum": ["prompt", "generated", "scored"]},
         "prob": {"type": ["number", "null"]},
@@ -54,6 +57,11 @@ JSON_SCHEMA: dict[str, Any] = {
         "prompt": {"type": "string"},
         "tokens": {"type": "array", "items": _token},
         "truncated": {"type": "boolean"},
+        # Record-level numbers worth a glance: finish_reason, perplexity, total_logprob, ...
+        "summary": {
+            "type": "object",
+            "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
+        },
         "attention": {
             "type": "object",
             "required": ["layers", "heads", "data"],

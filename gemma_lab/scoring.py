@@ -75,6 +75,23 @@ class Score:
     def __str__(self) -> str:
         return self.text
 
+    def to_dict(self) -> dict[str, Any]:
+        """The v1 JSON payload (`gemma_lab.schema.JSON_SCHEMA`) of this score."""
+        from gemma_lab.render import score_payload
+
+        return score_payload(self)
+
+    def figure(self, kind: str = "probs") -> Any:
+        """A plotly Figure: "probs" (default), "top_k", "entropy" or "rank" per token."""
+        from gemma_lab.figures import steps_figure
+
+        return steps_figure(self.steps, kind)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from gemma_lab.render import mimebundle
+
+        return mimebundle(self, include, exclude)
+
 
 def score_text(session: GemmaLab, text: str) -> Score:
     """Teacher-force `text` (after <bos>) through the model; see `GemmaLab.score`."""

@@ -1,0 +1,381 @@
+"""Result records → MIME bundles: the versioned JSON payload, a script-free HTML fallback, text.
+
+Every gemma_lab result renders through `mimebundle()`:
+
+- `application/vnd.gemma-lab.v1+json`: `record.to_dict()`, a payload valid against
+  `gemma_lab.schema.JSON_SCHEMA` (capped, JSON-safe floats rounded to 6 significant digits);
+- `text/html`: built from that same payload with inline styles only (no script, no CDN), every
+  model or user string HTML-escaped, so classic Notebook, VS Code and nbviewer show it;
+- `text/plain`: the payload's `text`.
+
+A new record type plugs in with two methods, building its tokens with `token_entry` /
+`stats_entry` and its arrays as `payload()` extras (`attention`, `lens`, `attribution`, `loss`):
+
+    def to_dict(self):
+        from gemma_lab import render
+        tokens = [render.token_entry("prompt", text, token_id) for ...]
+        return render.payload("trace", self.text, tokens, self.metadata, attention={...})
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from gemma_lab import render
+        return render.mimebundle(self, include, exclude)
+
+The HTML fallback colours tokens by `prob` when present, otherwise by `attribution.scores`.
+
+Example:
+    >>> from gemma_lab.testing import tiny_session
+    >>> g = tiny_session().generate("hello", max_new_tokens=3)
+    >>> sorted(mimebundle(g))
+    ['application/vnd.gemma-lab.v1+json', 'text/html', 'text/plain']
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from gemma_lab.schema import MAX_TOKENS, MAX_TOP_K, MIME_TYPE, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from gemma_lab.generation import Generation
+    from gemma_lab.scoring import Score
+    from gemma_lab.token_stats import TokenStats
+    from gemma_lab.tokenizer import Tokenizer
+
+SIGNIFICANT_DIGITS = 6
+_EXTRAS = ("prompt", "summary", "attention", "lens", "attribution", "loss")
+_CSS_PREFIX = "gemma-lab"
+
+
+# --- the payload ---------------------------------------------------------------------------
+def payload(kind: str, text: str, tokens: Sequence[Mapping[str, Any]],
+            metadata: Mapping[str, Any] | None = None, **extras: Any) -> dict[str, Any]:
+    """The v1 payload: caps tokens (MAX_TOKENS) and alternatives (MAX_TOP_K), makes it JSON-safe.
+
+    `extras` are the optional top-level fields (`prompt`, `summary`, `attention`, `lens`,
+    `attribution`, `loss`); None values are left out. Arrays in extras are not capped here:
+    the record that builds them knows which axis to cut, and sets their own `truncated`.
+
+    Example:
+        >>> p = payload("score", "hi", [token_entry("scored", "hi", 7, prob=0.5)])
+        >>> p["version"], p["tokens"][0]["prob"], p["truncated"]
+        (1, 0.5, False)
+    """
+    unknown = set(extras) - set(_EXTRAS)
+    if unknown:
+        raise TypeError(f"payload() got unknown fields {sorted(unknown)}; known: {list(_EXTRAS)}")
+    truncated = len(tokens) > MAX_TOKENS
+    capped = []
+    for token in tokens[:MAX_TOKENS]:
+        entry = dict(token)
+        alternatives = entry.get("top_k")
+        if alternatives is not None:
+            truncated = truncated or len(alternatives) > MAX_TOP_K
+            entry["top_k"] = [[str(piece), _finite_or_zero(prob)]
+                              for piece, prob in list(alternatives)[:MAX_TOP_K]]
+        capped.append(entry)
+    result: dict[str, Any] = {
+        "version": SCHEMA_VERSION,
+        "kind": kind,
+        "text": text,
+        "tokens": capped,
+        "truncated": truncated,
+        "metadata": dict(metadata or {}),
+    }
+    result.update({key: value for key, value in extras.items() if value is not None})
+    return json_safe(result)
+
+
+def token_entry(role: str, text: str, token_id: int, *, piece: str | None = None,
+                prob: float | None = None, logprob: float | None = None,
+                rank: int | None = None, entropy: float | None = None,
+                top_k: Iterable[tuple[str, float]] | None = None) -> dict[str, Any]:
+    """One token of the payload; statistics left None are omitted (e.g. prompt tokens).
+
+    Example:
+        >>> token_entry("prompt", "hello", 42)
+        {'text': 'hello', 'id': 42, 'role': 'prompt'}
+    """
+    entry: dict[str, Any] = {"text": text, "id": int(token_id), "role": role}
+    optional = {"piece": piece, "prob": prob, "logprob": logprob, "rank": rank,
+                "entropy": entropy}
+    entry.update({key: value for key, value in optional.items() if value is not None})
+    if top_k is not None:
+        entry["top_k"] = [[piece_, prob_] for piece_, prob_ in top_k]
+    return entry
+
+
+def stats_entry(step: TokenStats, role: str) -> dict[str, Any]:
+    """A payload token from a `TokenStats` (prob, logprob, rank, entropy, top-k)."""
+    return step.to_dict(role)
+
+
+def prompt_entries(tokenizer: Tokenizer, token_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Prompt tokens (text and piece per id) for `generation_payload(prompt_tokens=...)`."""
+    from gemma_lab.tokenizer import IncrementalDecoder
+
+    decoder = IncrementalDecoder(tokenizer)
+    return [token_entry("prompt", decoder.push(i), i, piece=tokenizer.piece(i))
+            for i in token_ids]
+
+
+def generation_payload(generation: Generation,
+                       prompt_tokens: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Payload of a `Generation`: prompt tokens (when given) then the generated tokens.
+
+    The record keeps prompt ids but not their text, so prompt tokens come from the caller
+    (`prompt_entries(tokenizer, g.prompt_token_ids)`); without them the `prompt` field alone
+    carries the prompt. A prompt too long for the cap loses its earliest tokens first.
+    """
+    generated = [stats_entry(step, "generated") for step in generation.steps]
+    prompt = list(prompt_tokens or [])
+    room = max(MAX_TOKENS - len(generated), 0)
+    truncated_prompt = len(prompt) > room
+    if truncated_prompt:
+        prompt = prompt[len(prompt) - room:] if room else []
+    result = payload(
+        "generation",
+        generation.text,
+        prompt + generated,
+        {**generation.metadata, "timing": dict(generation.timing)},
+        prompt=generation.prompt,
+        summary={"finish_reason": generation.finish_reason,
+                 "generated_tokens": len(generation.steps)},
+    )
+    result["truncated"] = result["truncated"] or truncated_prompt
+    return result
+
+
+def score_payload(score: Score) -> dict[str, Any]:
+    """Payload of a `Score`: every scored token with its teacher-forced statistics."""
+    return payload(
+        "score",
+        score.text,
+        [stats_entry(step, "scored") for step in score.steps],
+        score.metadata,
+        summary={"total_logprob": score.total_logprob, "perplexity": score.perplexity,
+                 "scored_tokens": len(score.steps)},
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON types only: NaN/inf → None, floats rounded to SIGNIFICANT_DIGITS, numpy and
+    tuples unwrapped, anything else as its `str`.
+
+    Example:
+        >>> json_safe({"a": (float("nan"), 1 / 3), "b": True})
+        {'a': [None, 0.333333], 'b': True}
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _round(value)
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, without importing numpy
+        return json_safe(value.tolist())
+    return str(value)
+
+
+def _round(value: float) -> float | None:
+    if not math.isfinite(value):
+        return None
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def _finite_or_zero(value: Any) -> float:
+    number = float(value)
+    return number if math.isfinite(number) else 0.0
+
+
+# --- the bundle ----------------------------------------------------------------------------
+def mimebundle(result: Any, include: Iterable[str] | None = None,
+               exclude: Iterable[str] | None = None) -> dict[str, Any]:
+    """The MIME bundle of a result record (anything with `to_dict()`) or of a payload dict.
+
+    `include` / `exclude` follow IPython's `_repr_mimebundle_` contract.
+    """
+    data = result if isinstance(result, Mapping) else result.to_dict()
+    wanted = [MIME_TYPE, "text/html", "text/plain"]
+    if include is not None:
+        wanted = [mime for mime in wanted if mime in set(include)]
+    if exclude is not None:
+        wanted = [mime for mime in wanted if mime not in set(exclude)]
+    builders = {MIME_TYPE: lambda: data, "text/html": lambda: to_html(data),
+                "text/plain": lambda: data["text"]}
+    return {mime: builders[mime]() for mime in wanted}
+
+
+# --- the HTML fallback ---------------------------------------------------------------------
+class _Html(str):
+    """Markup that is already safe: produced by `_escape` or `_tag`, or a trusted constant."""
+
+
+def _escape(value: Any) -> _Html:
+    return _Html(html.escape(str(value), quote=True))
+
+
+def _tag(name: str, *children: Any, **attributes: Any) -> _Html:
+    """`<name attr="…">children</name>`; text children and every attribute value are escaped.
+
+    Attribute names are Python identifiers written here, `class_` → `class`, `data_x` → `data-x`.
+    """
+    attrs = "".join(
+        f' {key.rstrip("_").replace("_", "-")}="{html.escape(str(value), quote=True)}"'
+        for key, value in attributes.items() if value is not None
+    )
+    body = "".join(child if isinstance(child, _Html) else _escape(child) for child in children)
+    return _Html(f"<{name}{attrs}>{body}</{name}>")
+
+
+def _join(parts: Iterable[_Html]) -> _Html:
+    return _Html("".join(part if isinstance(part, _Html) else _escape(part) for part in parts))
+
+
+_STYLE = _Html(f"""
+.{_CSS_PREFIX}-result {{ font-family: var(--jp-content-font-family, system-ui, sans-serif);
+  font-size: 13px; line-height: 1.5; }}
+.{_CSS_PREFIX}-text {{ white-space: pre-wrap; word-break: break-word;
+  font-family: var(--jp-code-font-family, ui-monospace, monospace); }}
+.{_CSS_PREFIX}-token {{ border-radius: 2px; color: #111; }}
+.{_CSS_PREFIX}-token:hover {{ outline: 1px solid #555; }}
+.{_CSS_PREFIX}-prompt {{ opacity: 0.55; }}
+.{_CSS_PREFIX}-legend, .{_CSS_PREFIX}-meta {{ font-size: 11px; color: #666; margin-top: 4px; }}
+.{_CSS_PREFIX}-swatch {{ display: inline-block; width: 80px; height: 8px; vertical-align: middle;
+  margin: 0 4px; background: linear-gradient(to right, hsl(0,75%,82%), hsl(60,75%,82%),
+  hsl(120,75%,82%)); }}
+""")
+
+
+def to_html(data: Mapping[str, Any]) -> str:
+    """Self-contained HTML for a payload: coloured tokens with hover details, legend, metadata.
+
+    Example:
+        >>> p = payload("score", "<b>", [token_entry("scored", "<b>", 1, prob=0.9)])
+        >>> "&lt;b&gt;" in to_html(p) and "<b>" not in to_html(p)
+        True
+    """
+    tokens = data.get("tokens", [])
+    scores = _attribution_scores(data)
+    spans = []
+    if data.get("prompt") and not any(t.get("role") == "prompt" for t in tokens):
+        spans.append(_tag("span", data["prompt"], class_=f"{_CSS_PREFIX}-prompt",
+                          title="prompt"))
+    for position, token in enumerate(tokens):
+        spans.append(_token_span(token, scores[position] if scores else None))
+    if not tokens:
+        spans.append(_escape(data.get("text", "")))
+    parts = [
+        _tag("style", _STYLE),
+        _tag("div", _join(spans), class_=f"{_CSS_PREFIX}-text"),
+        _legend(data, colour_by="attribution" if scores else "probability"),
+        _metadata_footer(data),
+    ]
+    kind = str(data.get("kind", "result"))
+    return _tag("div", _join(parts), class_=f"{_CSS_PREFIX}-result {_CSS_PREFIX}-{kind}")
+
+
+def _attribution_scores(data: Mapping[str, Any]) -> list[float] | None:
+    attribution = data.get("attribution")
+    if not attribution or any(t.get("prob") is not None for t in data.get("tokens", [])):
+        return None
+    scores = [float(s or 0.0) for s in attribution.get("scores", [])]
+    scale = max((abs(s) for s in scores), default=0.0) or 1.0
+    normalised = [s / scale for s in scores]
+    return normalised + [0.0] * (len(data.get("tokens", [])) - len(normalised))
+
+
+def _token_span(token: Mapping[str, Any], attribution: float | None) -> _Html:
+    role = token.get("role", "")
+    prob = token.get("prob")
+    if attribution is not None:
+        hue = 210 if attribution >= 0 else 0
+        background = f"hsla({hue},80%,60%,{abs(attribution):.3f})"
+    elif prob is not None:
+        background = f"hsl({120 * min(max(float(prob), 0.0), 1.0):.0f},75%,82%)"
+    else:
+        background = None
+    classes = f"{_CSS_PREFIX}-token" + (f" {_CSS_PREFIX}-prompt" if role == "prompt" else "")
+    style = f"background:{background}" if background else None
+    return _tag("span", token.get("text", ""), class_=classes, style=style,
+                title=_token_title(token, attribution))
+
+
+def _token_title(token: Mapping[str, Any], attribution: float | None) -> str:
+    # Plain text: `_tag` escapes it as an attribute value, and browsers show "\n" as a new line.
+    shown = token.get("piece", token.get("text", ""))
+    heading = f"{json.dumps(shown, ensure_ascii=False)}  id {token.get('id')}"
+    lines = [f"{heading}  ({token.get('role')})"]
+    stats = []
+    if token.get("prob") is not None:
+        stats.append(f"p {token['prob']:.4g}")
+    if token.get("logprob") is not None:
+        stats.append(f"logprob {token['logprob']:.4g}")
+    if token.get("rank") is not None:
+        stats.append(f"rank {token['rank']}")
+    if token.get("entropy") is not None:
+        stats.append(f"entropy {token['entropy']:.4g} nats")
+    if attribution is not None:
+        stats.append(f"attribution {attribution:+.3f} (of max |score|)")
+    if stats:
+        lines.append(" · ".join(stats))
+    alternatives = token.get("top_k") or []
+    if alternatives:
+        lines.append("top-k:")
+        lines.extend(f"  {json.dumps(str(piece), ensure_ascii=False)}  {float(prob):.4g}"
+                     for piece, prob in alternatives)
+    return "\n".join(lines)
+
+
+def _legend(data: Mapping[str, Any], colour_by: str) -> _Html:
+    if colour_by == "attribution":
+        text = _escape("colour: attribution, blue positive / red negative · hover for details")
+    else:
+        text = _join([_escape("probability 0"), _tag("span", "", class_=f"{_CSS_PREFIX}-swatch"),
+                      _escape("1 · hover a token for rank, entropy and alternatives")])
+    if data.get("truncated"):
+        text = _join([text, _escape(f" · truncated to {MAX_TOKENS} tokens / "
+                                    f"{MAX_TOP_K} alternatives")])
+    return _tag("div", text, class_=f"{_CSS_PREFIX}-legend")
+
+
+def _metadata_footer(data: Mapping[str, Any]) -> _Html:
+    metadata = data.get("metadata", {})
+    fields = []
+    for key in ("model", "backend", "dtype"):
+        if metadata.get(key) is not None:
+            fields.append(f"{key} {metadata[key]}")
+    sampler = metadata.get("sampler")
+    if isinstance(sampler, Mapping):
+        settings = ", ".join(f"{k}={v}" for k, v in sampler.items()
+                             if k != "name" and v is not None and k != "seed")
+        fields.append(f"sampler {sampler.get('name', '')}" + (f" ({settings})" if settings else ""))
+    if "seed" in metadata:
+        fields.append(f"seed {metadata['seed']}")
+    if "adapter" in metadata:
+        fields.append(f"adapter {metadata['adapter'] or 'none'}")
+    for key, value in (data.get("summary") or {}).items():
+        shown = f"{value:.4g}" if isinstance(value, float) else value
+        fields.append(f"{key.replace('_', ' ')} {shown}")
+    return _tag("div", " · ".join(fields), class_=f"{_CSS_PREFIX}-meta")
+
+
+__all__ = [
+    "MIME_TYPE",
+    "generation_payload",
+    "json_safe",
+    "mimebundle",
+    "payload",
+    "prompt_entries",
+    "score_payload",
+    "stats_entry",
+    "to_html",
+    "token_entry",
+]
