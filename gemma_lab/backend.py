@@ -108,8 +108,8 @@ def compile_function(
     """Compile a pure inference function of `model`'s variables for the active backend.
 
     `fn(*args)` may read `model`'s variables; it must not assign to them. JAX gets a jitted
-    stateless call (variables passed in as state, like keras-hub's generate); TensorFlow an
-    XLA `tf.function`; torch runs eagerly under `no_grad`. `donate` names positional
+    stateless call (variables passed in as state, like keras-hub's generate); TensorFlow a
+    graph `tf.function`; torch runs eagerly under `no_grad`. `donate` names positional
     arguments whose buffers JAX may reuse for outputs (a KV cache updated in place).
 
     Example:
@@ -140,7 +140,9 @@ def compile_function(
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+        # Not jit_compile: XLA recompiles a cached decode step for every new position
+        # (keras-hub's attention slices by the position), graph mode does not.
+        return tf.function(fn)
 
     import torch
 

@@ -30,7 +30,8 @@ class Generation:
         text: the generated text (stop string and end-of-turn excluded).
         steps: per generated token statistics (`TokenStats`).
         prompt_token_ids: the prompt's ids, <bos> first.
-        finish_reason: "length", "eos", "stop_string" or "interrupted".
+        prompt_tokens: the text of each prompt token ("" for <bos>).
+        finish_reason: "length", "eos", "stop_string", "stopped" (stop()) or "interrupted".
         timing: seconds for prefill / first token / decode, and tokens per second.
         metadata: model, weights hash, backend, dtype, sampler, seed, adapter.
 
@@ -48,6 +49,7 @@ class Generation:
     finish_reason: str
     timing: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    prompt_tokens: tuple[str, ...] = ()
 
     @property
     def tokens(self) -> list[str]:
@@ -225,7 +227,13 @@ class GenerationStream:
                     "tokens_per_s": len(steps) / decode_s if decode_s > 0 else 0.0,
                 },
                 metadata=session.metadata(sampler=self.sampler),
+                prompt_tokens=tuple(_texts(tokenizer, prompt_ids)),
             )
+
+
+def _texts(tokenizer: Any, ids: list[int]) -> list[str]:
+    decoder = IncrementalDecoder(tokenizer)
+    return [decoder.push(i) for i in ids]
 
 
 def _find_stop(text: str, stop_strings: list[str]) -> int | None:

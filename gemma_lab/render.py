@@ -126,11 +126,16 @@ def generation_payload(generation: Generation,
                        prompt_tokens: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Payload of a `Generation`: prompt tokens (when given) then the generated tokens.
 
-    The record keeps prompt ids but not their text, so prompt tokens come from the caller
-    (`prompt_entries(tokenizer, g.prompt_token_ids)`); without them the `prompt` field alone
-    carries the prompt. A prompt too long for the cap loses its earliest tokens first.
+    Prompt tokens come from the record's `prompt_tokens`, or from the caller
+    (`prompt_entries(tokenizer, g.prompt_token_ids)`, which adds pieces). A prompt too long
+    for the cap loses its earliest tokens first.
     """
     generated = [stats_entry(step, "generated") for step in generation.steps]
+    if prompt_tokens is None and generation.prompt_tokens:
+        prompt_tokens = [
+            token_entry("prompt", text, token_id)
+            for text, token_id in zip(generation.prompt_tokens, generation.prompt_token_ids)
+        ]
     prompt = list(prompt_tokens or [])
     room = max(MAX_TOKENS - len(generated), 0)
     truncated_prompt = len(prompt) > room

@@ -67,11 +67,15 @@ def test_generation_payload_validates_and_carries_the_record(generation):
     validate(data)
     assert (data["version"], data["kind"]) == (1, "generation")
     assert data["text"] == generation.text and data["prompt"] == "the quick brown"
-    assert [t["role"] for t in data["tokens"]] == ["generated"] * len(generation.steps)
-    assert [t["id"] for t in data["tokens"]] == generation.token_ids
-    assert [t["rank"] for t in data["tokens"]] == generation.ranks
+    prompt = [t for t in data["tokens"] if t["role"] == "prompt"]
+    generated = [t for t in data["tokens"] if t["role"] == "generated"]
+    assert data["tokens"] == prompt + generated
+    assert [t["id"] for t in prompt] == list(generation.prompt_token_ids)
+    assert "".join(t["text"] for t in prompt) == generation.prompt
+    assert [t["id"] for t in generated] == generation.token_ids
+    assert [t["rank"] for t in generated] == generation.ranks
     assert max(generation.ranks) > 1  # the comparison covers non-top tokens too
-    for token, stats in zip(data["tokens"], generation.steps, strict=True):
+    for token, stats in zip(generated, generation.steps, strict=True):
         assert token["text"] == stats.text and token["piece"] == stats.piece
         assert_close(token["prob"], stats.prob)
         assert_close(token["logprob"], stats.logprob)
@@ -127,7 +131,8 @@ def test_ipython_formats_results_through_the_bundle(generation):
     from IPython.core.formatters import DisplayFormatter
 
     data, _ = DisplayFormatter().format(generation)
-    assert data[MIME_TYPE]["tokens"][0]["id"] == generation.token_ids[0]
+    generated = [t for t in data[MIME_TYPE]["tokens"] if t["role"] == "generated"]
+    assert generated[0]["id"] == generation.token_ids[0]
     assert data["text/plain"] == generation.text
     assert "gemma-lab-token" in data["text/html"]
 
