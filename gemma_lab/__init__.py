@@ -58,6 +58,11 @@ def load_ipython_extension(ipython: Any) -> None:
     register(ipython)
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where Jupyter finds the prebuilt MIME renderer (for `jupyter labextension develop`)."""
+    return [{"src": "labextension", "dest": "gemma-lab"}]
+
+
 __all__ = [
     "BackendError",
     "CacheError",

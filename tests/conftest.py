@@ -29,3 +29,14 @@ def default_lab():
     import gemma_lab
 
     return gemma_lab.load(progress=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI nothing may be skipped silently: a skipped real-model or browser test fails."""
+    if not os.environ.get("CI") or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        print(f"\nCI: {len(skipped)} test(s) were skipped; failing the run.")
+        session.exitstatus = 1
