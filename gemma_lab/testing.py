@@ -146,3 +146,63 @@ def tiny_session(architecture: str = "gemma3") -> Any:
     causal_lm = tiny_causal_lm(architecture)
     return GemmaLab(LoadedModel(causal_lm, f"tiny-{architecture}", "gemma_lab.testing", None,
                                 "float32"))
+
+
+# --- running magics on a real IPython shell ----------------------------------------------------
+class MagicRun:
+    """What one cell run on a real InteractiveShell produced.
+
+    Attributes:
+        result: IPython's `ExecutionResult` (`.error_in_exec` holds a raised exception).
+        stdout, stderr: the captured streams.
+        outputs: the captured display outputs (`RichOutput`: `.data`, `.update`, `.transient`).
+    """
+
+    def __init__(self, result: Any, stdout: str, stderr: str, outputs: list[Any]):
+        self.result = result
+        self.stdout = stdout
+        self.stderr = stderr
+        self.outputs = outputs
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.result.error_in_exec or self.result.error_before_exec
+
+    @property
+    def texts(self) -> list[str]:
+        """The text/plain of every display output, in order."""
+        return [output.data.get("text/plain", "") for output in self.outputs]
+
+
+def ipython_shell() -> Any:
+    """The process's real `InteractiveShell`, with `%load_ext gemma_lab` done.
+
+    Example:
+        >>> "gemma" in ipython_shell().magics_manager.magics["cell"]
+        True
+    """
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    if "gemma" not in shell.magics_manager.magics["cell"]:
+        shell.run_line_magic("load_ext", "gemma_lab")
+    return shell
+
+
+def run_magic(source: str, shell: Any = None) -> MagicRun:
+    """Run `source` (a `%gemma` line, a `%%gemma` cell, any code) as a notebook cell would,
+    capturing stdout, stderr and display outputs.
+
+    Example:
+        >>> import gemma_lab.magics
+        >>> _ = gemma_lab.magics.use(tiny_session())
+        >>> run = run_magic("%%gemma --max-new-tokens 2 --no-stream -o g\\nhello")
+        >>> run.error is None and len(ipython_shell().user_ns["g"].token_ids) <= 2
+        True
+    """
+    from IPython.utils.capture import capture_output
+
+    shell = shell or ipython_shell()
+    with capture_output() as captured:
+        result = shell.run_cell(source, store_history=True)
+    return MagicRun(result, captured.stdout, captured.stderr, captured.outputs)

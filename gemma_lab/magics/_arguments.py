@@ -1,0 +1,429 @@
+"""Parsing `%gemma` lines and `%%gemma` first lines into typed, frozen argument records.
+
+argparse does the parsing; its errors become one-line `InputError`s and `--help` prints the
+help (every flag with its default) instead of exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import keyword
+import shlex
+from dataclasses import dataclass, fields
+from typing import Any, NoReturn
+
+from gemma_lab.backend import BACKENDS
+from gemma_lab.errors import InputError
+from gemma_lab.models.loading import DTYPES
+
+# The one list of output formats: the parser's choices, the record's check and the config trait.
+FORMATS = ("text", "markdown", "code")
+MAX_NEW_TOKENS_LIMIT = 8192
+WIDGET_COMMANDS = ("playground", "attention", "finetune-panel")
+ADAPTER_ACTIONS = ("save", "load", "unload", "list")
+LINE_COMMANDS = ("load", "info", "help", "chat", "finetune", "adapters", *WIDGET_COMMANDS)
+
+
+class HelpShown(Exception):
+    """Raised instead of SystemExit once argparse has printed a help text."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse exits the process on errors and after --help; in a notebook both must return.
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{self.prog}: {message}. See {self.prog} --help.")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            raise InputError(message.strip())
+        raise HelpShown()
+
+
+# How argparse lists sub-commands in a help text (they have no default to show).
+def _command_action_type() -> type:
+    commands = argparse.ArgumentParser().add_subparsers()
+    commands.add_parser("x", help="x")
+    return type(commands._choices_actions[0])
+
+
+_COMMAND_ACTION = _command_action_type()
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default: a value, "none", or on/off for switches."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        is_command = isinstance(action, _COMMAND_ACTION)
+        if is_command or action.default is argparse.SUPPRESS or (
+                action.nargs == 0 and action.const is None):
+            return text
+        if action.nargs == 0:  # a switch: on when its default already equals what it sets
+            state = "on" if action.default == action.const else "off"
+        elif action.default in (None, [], ()):
+            state = "none"
+        else:
+            state = "%(default)s"
+        return f"{text} (default: {state})"
+
+
+def _parser(prog: str, description: str, epilog: str | None = None) -> _Parser:
+    return _Parser(prog=prog, description=description, epilog=epilog,
+                   formatter_class=_Formatter, allow_abbrev=False)
+
+
+# --- value types (argparse turns their ValueError into a one-line error) ---------------------
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _max_new_tokens(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_NEW_TOKENS_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in 1..{MAX_NEW_TOKENS_LIMIT}, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number ≥ 0 (0 is greedy), got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _stop_string(text: str) -> str:
+    # Shell quoting keeps backslashes, so `--stop "\n"` arrives as two characters.
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+for _fn, _name in [(_positive_int, "positive integer"), (_max_new_tokens, "integer"),
+                   (_non_negative_int, "integer"), (_temperature, "number"),
+                   (_probability, "probability"), (_positive_float, "number")]:
+    _fn.__name__ = _name  # argparse names the type in "invalid <name> value" messages
+
+
+def is_variable_name(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+# --- %%gemma --------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class CellArgs:
+    """What one `%%gemma` cell asks for (its first line, over the configured defaults).
+
+    Attributes:
+        max_new_tokens, temperature, top_k, top_p, seed, stop: the sampler, as in
+            `GemmaLab.generate`.
+        probs: also show the token-probability figure.
+        attention, lens: also trace the text (attention maps / logit lens).
+        attribute: also attribute the continuation (or `target`) to the prompt.
+        target: the continuation to attribute; the generated text when None.
+        score: score the cell text instead of generating from it.
+        chat: send the cell as a chat message (instruct models).
+        stream: show tokens as they are decoded.
+        interpolate: replace `{name}` with values from the user namespace.
+        output: store the result object in this user variable.
+        format: "text" (the rich result), "markdown" (rendered) or "code" (into a new cell).
+        layer, head: restrict --attention / --lens to one layer / head.
+
+    Example:
+        >>> CellArgs(max_new_tokens=8).format
+        'text'
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    probs: bool = False
+    attention: bool = False
+    lens: bool = False
+    attribute: bool = False
+    target: str | None = None
+    score: bool = False
+    chat: bool = False
+    stream: bool = True
+    interpolate: bool = True
+    output: str | None = None
+    format: str = "text"
+    layer: int | None = None
+    head: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise InputError(f"format={self.format!r}: choose one of {', '.join(FORMATS)}.")
+        if self.output is not None and not is_variable_name(self.output):
+            raise InputError(f"-o {self.output!r} is not a valid Python variable name.")
+        if self.score and self.chat:
+            raise InputError("--score and --chat do not combine: score a text or chat, not both.")
+        if self.target is not None and not self.attribute:
+            raise InputError("--target only makes sense with --attribute.")
+        if (self.layer is not None or self.head is not None) and not (
+                self.attention or self.lens):
+            raise InputError("--layer and --head only make sense with --attention or --lens.")
+
+    def sampling(self) -> dict[str, Any]:
+        """The keyword arguments of `GemmaLab.generate` / `stream`."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop) or None,
+        }
+
+
+def cell_parser(defaults: CellArgs) -> _Parser:
+    """The `%%gemma` option parser, its defaults taken from `defaults` (the configuration)."""
+    parser = _parser(
+        "%%gemma",
+        "Generate a continuation of the cell's text (the prompt) with the loaded model.",
+        "{name}, {obj.attr}, {d['key']} and {Out[3]} in the prompt are replaced by values from\n"
+        "the notebook (results by their text); write {{ and }} for literal braces.\n"
+        "Change defaults with %config GemmaMagics.<name> = value "
+        "(e.g. GemmaMagics.max_new_tokens).",
+    )
+    sampler = parser.add_argument_group("sampling")
+    sampler.add_argument("--max-new-tokens", type=_max_new_tokens, metavar="N",
+                         help="tokens to generate at most")
+    sampler.add_argument("--temperature", type=_temperature, metavar="T",
+                         help="0 is greedy; higher samples more freely")
+    sampler.add_argument("--top-k", type=_positive_int, metavar="K",
+                         help="sample among the K most likely tokens; none keeps all")
+    sampler.add_argument("--top-p", type=_probability, metavar="P",
+                         help="sample from the smallest set of tokens reaching this "
+                              "probability; none keeps all")
+    sampler.add_argument("--seed", type=int, metavar="S", help="random seed for sampling")
+    sampler.add_argument("--stop", type=_stop_string, action="append", metavar="STR",
+                         help="stop at this string (repeatable; \\n is a newline)")
+    analysis = parser.add_argument_group("analysis")
+    analysis.add_argument("--probs", action="store_true",
+                          help="also plot each token's probability and alternatives")
+    analysis.add_argument("--attention", action="store_true",
+                          help="also trace the text and show attention maps")
+    analysis.add_argument("--lens", action="store_true",
+                          help="also trace the text and show the logit lens")
+    analysis.add_argument("--attribute", action="store_true",
+                          help="also attribute the continuation to the prompt's tokens")
+    analysis.add_argument("--target", metavar="STR",
+                          help="with --attribute: the continuation to attribute; none takes "
+                               "the generated text")
+    analysis.add_argument("--layer", type=_non_negative_int, metavar="L",
+                          help="with --attention/--lens: only this layer; none shows all")
+    analysis.add_argument("--head", type=_non_negative_int, metavar="H",
+                          help="with --attention: only this head; none shows all")
+    mode = parser.add_argument_group("mode and output")
+    mode.add_argument("--score", action="store_true",
+                      help="score the cell text (teacher-forced) instead of generating")
+    mode.add_argument("--chat", action="store_true",
+                      help="send the cell as a chat message (instruct models)")
+    mode.add_argument("--no-stream", dest="stream", action="store_false",
+                      help="wait for the whole generation instead of streaming tokens")
+    mode.add_argument("--no-interpolate", dest="interpolate", action="store_false",
+                      help="take the cell text literally (no {name} replacement)")
+    mode.add_argument("-o", "--output", metavar="VAR",
+                      help="store the result object in the variable VAR")
+    mode.add_argument("--format", choices=FORMATS,
+                      help="text: rich result; markdown: rendered; code: into a new cell")
+    values = {f.name: getattr(defaults, f.name) for f in fields(CellArgs)}
+    parser.set_defaults(**{**values, "stop": list(defaults.stop)})  # append needs a list
+    return parser
+
+
+def parse_cell(line: str, defaults: CellArgs) -> CellArgs:
+    """Parse the arguments after `%%gemma` into a `CellArgs` (raises `HelpShown` on --help).
+
+    Example:
+        >>> parse_cell("--max-new-tokens 8 --stop '\\\\n' -o g", CellArgs()).stop
+        ('\\n',)
+    """
+    namespace = cell_parser(defaults).parse_args(_split(line, "%%gemma"))
+    values = vars(namespace)
+    values["stop"] = tuple(values["stop"] or ())
+    return CellArgs(**values)
+
+
+# --- %gemma ---------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class LoadArgs:
+    """`%gemma load [SPEC] [--backend B] [--dtype D]`."""
+
+    spec: str | None = None
+    backend: str | None = None
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneArgs:
+    """`%gemma finetune DATA [--rank R] [--epochs E] [--lr LR] [--batch-size B]`."""
+
+    data: str
+    rank: int = 4
+    epochs: int = 1
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    max_length: int = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptersArgs:
+    """`%gemma adapters save|load|unload|list [NAME]`."""
+
+    action: str
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action in ("save", "load") and not self.name:
+            raise InputError(f"%gemma adapters {self.action} needs a NAME.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimpleArgs:
+    """A `%gemma` command without options: info, help, chat reset, or a widget."""
+
+    command: str
+
+
+LineArgs = LoadArgs | FinetuneArgs | AdaptersArgs | SimpleArgs
+
+
+def line_parser() -> _Parser:
+    """The `%gemma` command parser (one sub-parser per command)."""
+    parser = _parser("%gemma", "Load a Gemma model and work with it. Generate with %%gemma.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     parser_class=_Parser)
+    add = commands.add_parser
+
+    load = add("load", help="load a model (default: the embedded Gemma 3 270M)",
+               description="Load a model and make it the current one.",
+               formatter_class=_Formatter)
+    load.add_argument("spec", nargs="?", metavar="SPEC",
+                      help="preset name, kaggle:// or hf:// handle, preset dir or .gguf; "
+                           "none loads the embedded default")
+    load.add_argument("--backend", choices=BACKENDS,
+                      help="Keras backend, chosen before Keras starts; none keeps "
+                           "GEMMA_LAB_BACKEND / KERAS_BACKEND or jax")
+    load.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype")
+
+    add("info", help="show the loaded model: id, architecture, size, backend, memory",
+        description="Show the loaded model.")
+    add("help", help="list every command and %%%%gemma flag with its default",
+        description="List every command and flag.")
+    chat = add("chat", help="chat history: %%gemma chat reset", description="Chat history.",
+               formatter_class=_Formatter)
+    chat.add_argument("action", choices=("reset",), help="reset: forget the chat history")
+
+    finetune = add("finetune", help="LoRA fine-tune on DATA (a variable name or a file)",
+                   description="LoRA fine-tune the loaded model.", formatter_class=_Formatter)
+    finetune.add_argument("data", metavar="DATA",
+                          help="a variable holding the data, or a .jsonl / .csv path")
+    finetune.add_argument("--rank", type=_positive_int, default=4, help="LoRA rank")
+    finetune.add_argument("--epochs", type=_positive_int, default=1, help="passes over DATA")
+    finetune.add_argument("--lr", dest="learning_rate", type=_positive_float, default=2e-4,
+                          help="learning rate")
+    finetune.add_argument("--batch-size", type=_positive_int, default=4, help="batch size")
+    finetune.add_argument("--max-length", type=_positive_int, default=128,
+                          help="tokens per example at most")
+
+    adapters = add("adapters", help="save / load / unload / list LoRA adapters",
+                   description="Manage LoRA adapters.", formatter_class=_Formatter)
+    adapters.add_argument("action", choices=ADAPTER_ACTIONS)
+    adapters.add_argument("name", nargs="?", metavar="NAME", help="adapter name")
+
+    widget_names = ("the generation playground", "the attention explorer", "the fine-tune panel")
+    for widget, what in zip(WIDGET_COMMANDS, widget_names, strict=True):
+        add(widget, help=f"open {what}", description=f"Open {what}.")
+    return parser
+
+
+def parse_line(line: str) -> LineArgs:
+    """Parse a `%gemma` line into its command's record (raises `HelpShown` on --help).
+
+    Example:
+        >>> parse_line("load --dtype bfloat16")
+        LoadArgs(spec=None, backend=None, dtype='bfloat16')
+    """
+    words = _split(line, "%gemma")
+    if words in (["-h"], ["--help"]):
+        # `%%gemma --help` alone is refused by IPython (empty cell), so the line form shows all.
+        return SimpleArgs(command="help")
+    if not words:
+        raise InputError("%gemma needs a command: " + ", ".join(LINE_COMMANDS)
+                         + ". See %gemma help.")
+    if words[0] not in LINE_COMMANDS and not words[0].startswith("-"):
+        raise InputError(
+            f"Unknown %gemma command {words[0]!r}: choose one of {', '.join(LINE_COMMANDS)}. "
+            "To generate, write the prompt under a %%gemma cell magic."
+        )
+    values = vars(line_parser().parse_args(words))
+    command = values.pop("command")
+    if command == "load":
+        return LoadArgs(**values)
+    if command == "finetune":
+        return FinetuneArgs(**values)
+    if command == "adapters":
+        return AdaptersArgs(**values)
+    return SimpleArgs(command=command)
+
+
+def full_help(defaults: CellArgs) -> str:
+    """Every `%gemma` command and every `%%gemma` flag, each with its default."""
+    parser = line_parser()
+    sections = [parser.format_help()]
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("load", "finetune", "adapters"):
+        sections.append(subparsers.choices[name].format_help())
+    sections.append(cell_parser(defaults).format_help())
+    return "\n".join(sections)
+
+
+def _split(line: str, prog: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as err:
+        raise InputError(f"{prog}: cannot split the arguments ({err}); check the quotes.") from None
+
+
+__all__ = [
+    "DTYPES",
+    "FORMATS",
+    "AdaptersArgs",
+    "CellArgs",
+    "FinetuneArgs",
+    "HelpShown",
+    "LineArgs",
+    "LoadArgs",
+    "SimpleArgs",
+    "cell_parser",
+    "full_help",
+    "line_parser",
+    "parse_cell",
+    "parse_line",
+]

@@ -1,0 +1,314 @@
+"""The `%gemma` / `%%gemma` magics: parse the arguments, call the session's public API, render.
+
+Errors gemma_lab raises on purpose (`GemmaLabError`) become IPython `UsageError`s: one red
+line, no traceback, and the cell counts as failed so "Run all" stops there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Bool, Enum, Float, Int
+
+from gemma_lab import ipython_display
+from gemma_lab.errors import GemmaLabError, InputError
+from gemma_lab.magics._arguments import (
+    FORMATS,
+    MAX_NEW_TOKENS_LIMIT,
+    AdaptersArgs,
+    CellArgs,
+    FinetuneArgs,
+    HelpShown,
+    LoadArgs,
+    SimpleArgs,
+    full_help,
+    parse_cell,
+    parse_line,
+)
+from gemma_lab.magics._interpolation import as_text, interpolate
+from gemma_lab.magics._state import current, use
+
+# %gemma widget command -> the session method (or gemma_lab.widgets function) that opens it.
+_WIDGETS = {
+    "playground": "playground",
+    "attention": "attention_explorer",
+    "finetune-panel": "finetune_panel",
+}
+
+
+class NotAvailableError(GemmaLabError):
+    """A magic command whose feature this gemma_lab build does not have yet."""
+
+
+@magics_class
+class GemmaMagics(Magics):
+    """`%gemma COMMAND` and `%%gemma [flags]`; defaults are configurable traits:
+
+        %config GemmaMagics.max_new_tokens = 128
+        %config GemmaMagics.stream = False
+    """
+
+    max_new_tokens = Int(64, min=1, max=MAX_NEW_TOKENS_LIMIT,
+                         help="Default --max-new-tokens of %%gemma.").tag(config=True)
+    temperature = Float(0.0, min=0.0, help="Default --temperature (0 is greedy).").tag(
+        config=True)
+    top_k = Int(None, allow_none=True, min=1, help="Default --top-k (None: all).").tag(
+        config=True)
+    top_p = Float(None, allow_none=True, min=0.0, max=1.0,
+                  help="Default --top-p (None: all).").tag(config=True)
+    seed = Int(None, allow_none=True, help="Default --seed.").tag(config=True)
+    stream = Bool(True, help="Stream tokens as they are decoded (--no-stream).").tag(
+        config=True)
+    interpolate = Bool(True, help="Replace {name} in prompts (--no-interpolate).").tag(
+        config=True)
+    format = Enum(FORMATS, default_value="text", help="Default --format.").tag(config=True)
+    stream_update_interval = Float(
+        0.1, min=0.0, help="Seconds between refreshes of streamed output (0: every token)."
+    ).tag(config=True)
+
+    def cell_defaults(self) -> CellArgs:
+        """The configured defaults as the record a bare `%%gemma` line parses to."""
+        return CellArgs(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            seed=self.seed,
+            stream=self.stream,
+            interpolate=self.interpolate,
+            format=self.format,
+        )
+
+    @line_cell_magic
+    def gemma(self, line: str, cell: str | None = None) -> None:
+        """Load a model and work with it (`%gemma help`), or generate from the cell's prompt
+        (`%%gemma --help`)."""
+        try:
+            if cell is None:
+                self._run_line(line)
+            else:
+                self._run_cell(line, cell)
+        except HelpShown:
+            return
+        except GemmaLabError as err:
+            raise UsageError(str(err)) from None
+
+    # --- %gemma --------------------------------------------------------------------------
+    def _run_line(self, line: str) -> None:
+        args = parse_line(line)
+        if isinstance(args, LoadArgs):
+            self._load(args)
+        elif isinstance(args, FinetuneArgs):
+            self._finetune(args)
+        elif isinstance(args, AdaptersArgs):
+            self._adapters(args)
+        elif args.command == "help":
+            print(full_help(self.cell_defaults()))
+        elif args.command == "info":
+            self._show_record(current().info())
+        elif args.command == "chat":
+            _feature(current(), "reset_chat", "%gemma chat reset")()
+            print("Chat history cleared.")
+        else:
+            self._widget(args)
+
+    def _load(self, args: LoadArgs) -> None:
+        import gemma_lab
+
+        if args.backend:
+            gemma_lab.set_backend(args.backend)
+        started = time.perf_counter()
+        lab = use(gemma_lab.load(args.spec, dtype=args.dtype))
+        print(f"Loaded {lab.model_id} on {lab.backend} ({lab.dtype}) in "
+              f"{time.perf_counter() - started:.1f} s. Generate with %%gemma.")
+
+    def _finetune(self, args: FinetuneArgs) -> None:
+        finetune = _feature(current(), "finetune", "%gemma finetune")
+        options = dataclasses.asdict(args)
+        data = self._finetune_data(options.pop("data"))
+        self._show_result(_call(finetune, "%gemma finetune", data, **options))
+
+    def _finetune_data(self, name: str) -> Any:
+        if name in self.shell.user_ns:
+            return self.shell.user_ns[name]
+        if Path(name).expanduser().is_file():
+            return str(Path(name).expanduser())
+        raise InputError(
+            f"%gemma finetune: {name!r} is neither a variable in the notebook nor a file. "
+            "Pass a variable holding the data or a .jsonl / .csv path."
+        )
+
+    def _adapters(self, args: AdaptersArgs) -> None:
+        adapters = _feature(current(), "adapters", "%gemma adapters")
+        action = getattr(adapters, args.action)
+        result = action(args.name) if args.name is not None else action()
+        if args.action == "list":
+            print("\n".join(map(str, result)) if result else "No saved adapters.")
+        elif result is not None:
+            self._show_result(result)
+
+    def _widget(self, args: SimpleArgs) -> None:
+        name = _WIDGETS[args.command]
+        lab = current()
+        opener = getattr(lab, name, None)
+        if opener is None and importlib.util.find_spec("gemma_lab.widgets") is not None:
+            function = getattr(importlib.import_module("gemma_lab.widgets"), name, None)
+            opener = None if function is None else (lambda: function(lab))
+        if opener is None:
+            raise NotAvailableError(
+                f"%gemma {args.command} is not available yet in this gemma_lab build."
+            )
+        widget = opener()
+        if widget is not None:
+            ipython_display.show(widget)
+
+    # --- %%gemma -------------------------------------------------------------------------
+    def _run_cell(self, line: str, cell: str) -> None:
+        args = parse_cell(line, self.cell_defaults())
+        lab = current()
+        text = cell.strip("\r\n")
+        if not text.strip():
+            raise InputError("The %%gemma cell is empty: write the prompt below the %%gemma line.")
+        if args.interpolate:
+            text = interpolate(text, self.shell.user_ns)
+
+        live = ipython_display.LiveOutput(self.stream_update_interval) if (
+            args.stream and not args.score and not args.chat) else None
+        if args.score:
+            result = lab.score(text)
+        elif args.chat:
+            result = self._chat(lab, args, text)
+        else:
+            result = self._generate(lab, args, text, live)
+        if args.output:
+            self.shell.user_ns[args.output] = result
+
+        if getattr(result, "finish_reason", None) == "interrupted":
+            self._render(result, args, live, interrupted=True)
+            stored = f" and stored in {args.output}" if args.output else ""
+            raise GemmaLabError(
+                f"Interrupted after {len(result.steps)} tokens: the partial result is shown"
+                f"{stored}. The model is ready for the next cell."
+            )
+        self._render(result, args, live)
+        self._analyse(lab, args, text, result)
+
+    def _generate(self, lab: Any, args: CellArgs, prompt: str,
+                  live: ipython_display.LiveOutput | None) -> Any:
+        running = lab.stream(prompt, **args.sampling())
+        if live is not None:
+            live.start()
+        try:
+            for step in running:
+                if live is not None:
+                    live.append(step.text)
+        except KeyboardInterrupt:
+            # The decode loop records what it has when interrupted; an interrupt that lands in
+            # our own code instead leaves the loop suspended, so close it to get the same.
+            if running.result is None:
+                iter(running).close()
+            if running.result is None:  # interrupted before decoding started
+                if live is not None:
+                    live.finish()
+                raise GemmaLabError("Interrupted before the first token; nothing was generated. "
+                                    "The model is ready for the next cell.") from None
+            return dataclasses.replace(running.result, finish_reason="interrupted")
+        return running.result
+
+    def _chat(self, lab: Any, args: CellArgs, message: str) -> Any:
+        chat = _feature(lab, "chat", "--chat")
+        # The spec fixes chat(message); pass the sampler options its signature accepts.
+        parameters = inspect.signature(chat).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        options = {key: value for key, value in args.sampling().items()
+                   if takes_any or key in parameters}
+        return _call(chat, "--chat", message, **options)
+
+    def _render(self, result: Any, args: CellArgs, live: ipython_display.LiveOutput | None,
+                interrupted: bool = False) -> None:
+        final = result
+        if not args.score and not interrupted:
+            if args.format == "markdown":
+                final = ipython_display.as_markdown(as_text(result))
+            elif args.format == "code":
+                self.shell.set_next_input(as_text(result), replace=False)
+        if live is not None:
+            live.finish(final)
+        else:
+            ipython_display.show(final)
+
+    def _analyse(self, lab: Any, args: CellArgs, text: str, result: Any) -> None:
+        if args.probs:
+            self._show_figure(result, "probs")
+        if args.attention or args.lens:
+            flag = "--attention" if args.attention else "--lens"
+            full_text = text if args.score else text + as_text(result)
+            trace = _call(_feature(lab, "trace", flag), flag, full_text,
+                          layers=None if args.layer is None else [args.layer],
+                          heads=None if args.head is None else [args.head])
+            self._show_result(trace)
+            for kind in ("attention", "lens"):
+                if getattr(args, kind):
+                    self._show_figure(trace, kind)
+        if args.attribute:
+            target = args.target if args.target is not None else (
+                None if args.score else as_text(result))
+            if not target:
+                raise InputError("--attribute needs a continuation: nothing was generated"
+                                 "; pass --target STR." if not args.score else
+                                 "--attribute with --score needs --target STR.")
+            attribution = _call(_feature(lab, "attribute", "--attribute"), "--attribute",
+                                text, target=target)
+            self._show_result(attribution)
+
+    # --- display -------------------------------------------------------------------------
+    @staticmethod
+    def _show_result(result: Any) -> None:
+        ipython_display.show(result)
+
+    @staticmethod
+    def _show_record(record: Any) -> None:
+        if any(hasattr(record, name) for name in ("_repr_mimebundle_", "_repr_html_")):
+            ipython_display.show(record)
+        else:
+            print(record)
+
+    @staticmethod
+    def _show_figure(result: Any, kind: str) -> None:
+        figure = getattr(result, "figure", None)
+        if figure is not None:
+            ipython_display.show(figure(kind))
+
+
+def _feature(lab: Any, name: str, what: str) -> Callable[..., Any]:
+    """`lab.<name>`, or a one-line error while this build lacks it."""
+    feature = getattr(lab, name, None)
+    if feature is None:
+        raise NotAvailableError(
+            f"{what} is not available yet: this gemma_lab session has no .{name}()."
+        )
+    return feature
+
+
+def _call(method: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
+    """Call a session method whose implementation module may not be in this build yet."""
+    try:
+        return method(*args, **kwargs)
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("gemma_lab."):
+            raise
+        raise NotAvailableError(
+            f"{what} is not available yet in this gemma_lab build ({err.name} is missing)."
+        ) from None
+
+
+__all__ = ["GemmaMagics", "NotAvailableError"]
