@@ -130,7 +130,7 @@ def compile_function(
 
         @partial(jax.jit, donate_argnums=tuple(i + 1 for i in donate))
         def stateless(state, *args):
-            with keras.StatelessScope(state_mapping=list(zip(variables, state))):
+            with keras.StatelessScope(state_mapping=list(zip(variables, state, strict=True))):
                 return fn(*args)
 
         def call_jax(*args):

@@ -193,7 +193,8 @@ class GenerationStream:
                     entropy=stats["entropy"],
                     top_k=tuple(
                         (tokenizer.piece(i), float(np.exp(lp)))
-                        for i, lp in zip(stats["top_ids"].tolist(), stats["top_logprobs"].tolist())
+                        for i, lp in zip(stats["top_ids"].tolist(), stats["top_logprobs"].tolist(),
+                                         strict=True)
                     ),
                     top_k_ids=tuple(int(i) for i in stats["top_ids"].tolist()),
                 )

@@ -134,7 +134,9 @@ def generation_payload(generation: Generation,
     if prompt_tokens is None and generation.prompt_tokens:
         prompt_tokens = [
             token_entry("prompt", text, token_id)
-            for text, token_id in zip(generation.prompt_tokens, generation.prompt_token_ids)
+            for text, token_id in zip(
+                generation.prompt_tokens, generation.prompt_token_ids, strict=True
+            )
         ]
     prompt = list(prompt_tokens or [])
     room = max(MAX_TOKENS - len(generated), 0)

@@ -79,7 +79,10 @@ JSON_SCHEMA: dict[str, Any] = {
             "properties": {
                 "layers": {"type": "array", "items": {"type": "integer"}},
                 # [layer][position]
-                "top_tokens": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+                "top_tokens": {
+                    "type": "array",
+                    "items": {"type": "array", "items": {"type": "string"}},
+                },
                 "top_probs": _matrix,
                 "target_probs": _matrix,
             },

@@ -119,7 +119,8 @@ def score_text(session: GemmaLab, text: str) -> Score:
                 entropy=float(stats["entropy"][position]),
                 top_k=tuple(
                     (tokenizer.piece(i), float(np.exp(lp)))
-                    for i, lp in zip(top_ids, stats["top_logprobs"][position].tolist())
+                    for i, lp in zip(top_ids, stats["top_logprobs"][position].tolist(),
+                                     strict=True)
                 ),
                 top_k_ids=tuple(int(i) for i in top_ids),
             )

@@ -15,7 +15,7 @@ fi
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[test,torch]"
 # The editable install builds the extension into gemma_lab/labextension; link it into Jupyter.
-.venv/bin/jupyter labextension develop --overwrite . >/dev/null
+.venv/bin/jupyter labextension develop --sys-prefix --overwrite . >/dev/null 2>&1
 .venv/bin/jupyter labextension list 2>&1 | grep -q "gemma-lab.*enabled.*OK" \
   || { echo "gemma-lab labextension is not enabled" >&2; exit 1; }
 if [ "${GEMMA_LAB_SKIP_BROWSER:-0}" != "1" ]; then

@@ -10,20 +10,27 @@ from gemma_lab.errors import BackendError, GemmaLabError
 def _run(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
     import os
 
-    full_env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "GEMMA_LAB_BACKEND")}
+    full_env = {
+        k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "GEMMA_LAB_BACKEND")
+    }
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=full_env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=300
+    )
 
 
 def test_import_does_not_import_keras():
-    result = _run("import sys, gemma_lab; print('keras' in sys.modules, 'tensorflow' in sys.modules)")
+    result = _run(
+        "import sys, gemma_lab; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
 
 
 def test_default_backend_is_jax():
-    result = _run("from gemma_lab.backend import import_keras; print(import_keras().config.backend())")
+    result = _run(
+        "from gemma_lab.backend import import_keras; print(import_keras().config.backend())"
+    )
     assert result.stdout.strip().splitlines()[-1] == "jax", result.stderr[-2000:]
 
 

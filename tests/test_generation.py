@@ -40,7 +40,8 @@ def test_sampling_with_a_seed_is_reproducible_and_seeds_differ(tiny_lab):
 
 def test_top_k_one_sampling_is_greedy(tiny_lab):
     greedy = tiny_lab.generate("hello", max_new_tokens=8).token_ids
-    assert tiny_lab.generate("hello", max_new_tokens=8, temperature=2.0, top_k=1, seed=3).token_ids == greedy
+    sampled = tiny_lab.generate("hello", max_new_tokens=8, temperature=2.0, top_k=1, seed=3)
+    assert sampled.token_ids == greedy
 
 
 def test_stop_string_ends_generation(tiny_lab):

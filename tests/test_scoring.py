@@ -7,8 +7,8 @@ def _reference_logprobs(causal_lm, ids):
     arr = np.asarray([ids], dtype="int32")
     hidden = causal_lm.backbone({"token_ids": arr, "padding_mask": np.ones_like(arr)})
     logits = to_numpy(causal_lm.backbone.token_embedding(hidden, reverse=True))[0].astype("float64")
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
-    return logp
+    top = logits.max(-1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
 
 
 def test_score_matches_a_plain_forward_pass(tiny_lab_any):

@@ -104,7 +104,9 @@ def write_file_atomically(path: Path, fill: Callable[[Path], None]) -> Path:
         fill(tmp)
         os.replace(tmp, path)
     except OSError as err:
-        raise CacheError(f"Writing {path} failed ({err.strerror or err}); nothing was kept.") from err
+        raise CacheError(
+            f"Writing {path} failed ({err.strerror or err}); nothing was kept."
+        ) from err
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -183,7 +183,9 @@ def _hyper_params(reader: Any, arch: str) -> GemmaHyperParams:
         context_length=_positive_int(
             _field(reader, f"{arch}.context_length", 8192), "context_length", 1 << 24
         ),
-        sliding_window_size=None if window is None else _positive_int(window, "sliding_window", 1 << 24),
+        sliding_window_size=None
+        if window is None
+        else _positive_int(window, "sliding_window", 1 << 24),
         attention_logit_soft_cap=None if soft_attn is None else float(soft_attn),
         final_logit_soft_cap=None if soft_final is None else float(soft_final),
         query_head_dim_normalize=num_layers not in _QUERY_SCALE_BY_HIDDEN.get(arch, set()),
@@ -195,7 +197,8 @@ def _vocabulary(reader: Any) -> GGUFVocabulary:
     model = _field(reader, "tokenizer.ggml.model", "llama")
     if model != "llama":
         raise GGUFError(
-            f"Tokenizer type {model!r} is not SentencePiece ('llama'); gemma_lab reads Gemma GGUFs only."
+            f"Tokenizer type {model!r} is not SentencePiece ('llama'); "
+            "gemma_lab reads Gemma GGUFs only."
         )
     tokens = [str(t) for t in _field(reader, "tokenizer.ggml.tokens")]
     n = len(tokens)
@@ -250,7 +253,8 @@ def read_gguf(path: str | Path, sha256: str | None = None) -> GGUFModel:
     arch = _field(reader, "general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise GGUFError(
-            f"{path} holds a {arch!r} model; gemma_lab converts {', '.join(SUPPORTED_ARCHITECTURES)}."
+            f"{path} holds a {arch!r} model; gemma_lab converts "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)}."
         )
     hparams = _hyper_params(reader, arch)
     vocabulary = _vocabulary(reader)

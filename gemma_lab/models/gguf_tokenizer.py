@@ -55,7 +55,8 @@ def sentencepiece_proto(vocabulary: GGUFVocabulary) -> bytes:
 
     special_ids = {vocabulary.bos_id, vocabulary.eos_id, vocabulary.pad_id}
     for index, (piece_text, score, piece_type) in enumerate(
-        zip(vocabulary.tokens, vocabulary.scores.tolist(), vocabulary.token_types.tolist())
+        zip(vocabulary.tokens, vocabulary.scores.tolist(), vocabulary.token_types.tolist(),
+            strict=True)
     ):
         piece = proto.pieces.add()
         piece.piece = piece_text.replace(" ", _SPACE) if piece_type == _USER_DEFINED else piece_text
