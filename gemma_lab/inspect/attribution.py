@@ -1,0 +1,215 @@
+"""Attribution: how much each prompt token's embedding contributes to the log-probability
+of a target continuation (gradient × input, or integrated gradients)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gemma_lab.backend import compile_function, import_keras, to_numpy
+from gemma_lab.decoding import bucket_length
+from gemma_lab.errors import InputError
+from gemma_lab.inspect.blocks import decoder_blocks, embed, unembed
+from gemma_lab.inspect.gradients import values_and_grad
+from gemma_lab.inspect.records import Attribution
+
+if TYPE_CHECKING:
+    from gemma_lab.session import GemmaLab
+
+METHODS = ("grad_x_input", "integrated_gradients")
+# Integrated gradients integrates α over [PATH_START, 1] in log α (see `path_points`).
+PATH_START = 1e-24
+# Interpolation points per compiled forward/backward pass for integrated gradients.
+STEPS_PER_BATCH = 8
+
+
+class TargetLogprob:
+    """log p(target | prefix) as a function of the input embeddings, and its gradient,
+    compiled once per padded shape for one keras-hub Gemma CausalLM.
+
+    Inputs are padded (sequence and target length to powers of two) so that new prompts
+    reuse compiled code; padded positions are masked and padded targets weigh zero.
+    """
+
+    def __init__(self, causal_lm: Any):
+        self.causal_lm = causal_lm
+        self.backbone = causal_lm.backbone
+        self._gradient = compile_function(self._gradient_fn, causal_lm)
+        self._value = compile_function(self._value_fn, causal_lm)
+
+    def logprob(self, embeddings: Any, padding_mask: Any, positions: Any, targets: Any,
+                weights: Any) -> Any:
+        """Σ_i weights[i] · log p(targets[i] | tokens ≤ positions[i]) per embeddings row.
+
+        Runs the model's own decoder blocks on `embeddings` [batch, length, hidden].
+        """
+        ops = import_keras().ops
+        embeddings, padding_mask, positions, targets, weights = (
+            ops.convert_to_tensor(a) for a in (embeddings, padding_mask, positions, targets, weights)
+        )
+        batch, length = ops.shape(embeddings)[0], ops.shape(embeddings)[1]
+        mask = ops.broadcast_to(padding_mask, (batch, length))
+        x = embeddings
+        for block in decoder_blocks(self.backbone):
+            x = block(x, padding_mask=mask)
+        logits = ops.cast(unembed(self.backbone, ops.take(x, positions, axis=1)), "float32")
+        logprobs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+        index = ops.broadcast_to(targets[None, :, None], (batch, ops.shape(targets)[0], 1))
+        picked = ops.take_along_axis(logprobs, index, axis=-1)[..., 0]
+        return ops.sum(picked * weights[None, :], axis=-1)
+
+    def _gradient_fn(self, embeddings: Any, *rest: Any) -> tuple[Any, Any]:
+        return values_and_grad(lambda x: self.logprob(x, *rest), embeddings)
+
+    def _value_fn(self, embeddings: Any, *rest: Any) -> Any:
+        return self.logprob(embeddings, *rest)
+
+    def inputs(self, token_ids: list[int], prompt_length: int) -> tuple[np.ndarray, ...]:
+        """(padding_mask, positions, targets, weights), padded, for a prompt + target."""
+        length = bucket_length(len(token_ids))
+        padding_mask = np.zeros((1, length), dtype="int32")
+        padding_mask[0, : len(token_ids)] = 1
+        count = len(token_ids) - prompt_length
+        slots = bucket_length(count)
+        positions = np.zeros((slots,), dtype="int32")
+        targets = np.zeros((slots,), dtype="int32")
+        weights = np.zeros((slots,), dtype="float32")
+        # Position t predicts token t + 1.
+        positions[:count] = np.arange(prompt_length - 1, len(token_ids) - 1)
+        targets[:count] = token_ids[prompt_length:]
+        weights[:count] = 1.0
+        return padding_mask, positions, targets, weights
+
+    def gradient(self, embeddings: np.ndarray, inputs: tuple[np.ndarray, ...]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        values, grad = self._gradient(embeddings, *inputs)
+        return to_numpy(values).astype("float64"), to_numpy(grad).astype("float64")
+
+    def value(self, embeddings: np.ndarray, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+        return to_numpy(self._value(embeddings, *inputs)).astype("float64")
+
+
+_COMPILED: weakref.WeakKeyDictionary[Any, TargetLogprob] = weakref.WeakKeyDictionary()
+
+
+def target_logprob_for(session: GemmaLab) -> TargetLogprob:
+    """The session's compiled `TargetLogprob`, built on first use."""
+    compiled = _COMPILED.get(session)
+    if compiled is None or compiled.causal_lm is not session.causal_lm:
+        compiled = _COMPILED[session] = TargetLogprob(session.causal_lm)
+    return compiled
+
+
+def path_points(steps: int, start: float = PATH_START) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolation points α and weights for ∫₀¹ g(α) dα: the midpoint rule with `steps`
+    points in u = log α over [log start, 0], i.e. Σ g(α_i) α_i Δu.
+
+    Why not uniform in α: with a zero baseline, every RMSNorm on the path (pre-attention,
+    query/key and post norms) sees inputs ~α and switches from linear to scale-invariant
+    around α·|x| ≈ √ε = 1e-3, cascading through the block down to α ≈ 1e-20; most of
+    log p(x) − log p(0) changes there, which a uniform grid never samples (its first point
+    is 1/(2·steps)): on the tiny test models a uniform grid is off by 20-160% at 64 to 256
+    steps, this one by < 1% at 256. Below `start`, log p no longer moves (< 1e-4).
+
+    Example:
+        >>> alphas, weights = path_points(256)
+        >>> len(alphas), round(float(weights.sum()), 2)
+        (256, 1.0)
+    """
+    span = -np.log(start)
+    u = np.log(start) + (np.arange(steps) + 0.5) / steps * span
+    alphas = np.exp(u)
+    return alphas, alphas * span / steps
+
+
+def embed_tokens(backbone: Any, token_ids: list[int], length: int | None = None) -> np.ndarray:
+    """The residual stream entering block 0 for `token_ids`, zero-padded to `length`:
+    [1, length, hidden] in the model's dtype."""
+    ops = import_keras().ops
+    x = to_numpy(embed(backbone, ops.convert_to_tensor(np.asarray([token_ids], dtype="int32"))))
+    length = length or len(token_ids)
+    padded = np.zeros((1, length, x.shape[-1]), dtype=x.dtype)
+    padded[:, : len(token_ids)] = x
+    return padded
+
+
+def attribute_text(session: GemmaLab, prompt: str, target: str, method: str = "grad_x_input",
+                   steps: int = 32) -> Attribution:
+    """Attribute log p(target | <bos> prompt) to the prompt's tokens; see `Attribution`.
+
+    "grad_x_input": Σ_hidden ∂logp/∂x · x at the prompt's embeddings.
+    "integrated_gradients": Σ_hidden (x − x₀) · ∫₀¹ ∂logp/∂x(x₀ + α(x − x₀)) dα, with baseline
+    x₀ = zero embeddings for the prompt tokens (<bos> and the target kept), integrated by the
+    midpoint rule with `steps` points in log α (`path_points`); the scores then sum to
+    target_logprob − baseline_logprob, to within about 1% from 256 steps (fewer steps are
+    faster but coarser; `completeness_error` says by how much).
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> a = attribute_text(tiny_session("gemma"), "hello", " world",
+        ...                    method="integrated_gradients", steps=256)
+        >>> abs(a.completeness_error) < 0.05 * abs(a.target_logprob - a.baseline_logprob)
+        True
+    """
+    if method not in METHODS:
+        raise InputError(f"method={method!r}: choose one of {', '.join(METHODS)}.")
+    if not isinstance(prompt, str) or not prompt:
+        raise InputError("attribute() needs a non-empty prompt to attribute to.")
+    if not isinstance(target, str) or not target:
+        raise InputError("attribute() needs a non-empty target, e.g. target=\" Paris\".")
+    if method == "integrated_gradients" and int(steps) < 1:
+        raise InputError(f"steps={steps}: integrated gradients needs at least 1 step.")
+    tokenizer = session.tokenizer
+    prompt_ids = tokenizer.encode(prompt, add_bos=True)
+    target_ids = tokenizer.encode(target)
+    if not target_ids:
+        raise InputError(f"The target {target!r} encodes to no tokens; pass some text.")
+    token_ids = prompt_ids + target_ids
+    if len(token_ids) > session.context_length:
+        raise InputError(f"Prompt and target have {len(token_ids)} tokens, more than the "
+                         f"model's context of {session.context_length}.")
+    prompt_length = len(prompt_ids)
+
+    compiled = target_logprob_for(session)
+    inputs = compiled.inputs(token_ids, prompt_length)
+    x = embed_tokens(session.backbone, token_ids, inputs[0].shape[1])
+    # Only the prompt tokens after <bos> move; <bos> and the target stay as they are.
+    baseline = x.copy()
+    baseline[:, 1:prompt_length] = 0
+    delta = (x - baseline).astype("float64")[0]
+
+    if method == "grad_x_input":
+        values, grad = compiled.gradient(x, inputs)
+        gradient, value, baseline_value, used_steps = grad[0], float(values[0]), None, None
+    else:
+        used_steps = int(steps)
+        alphas, weights = path_points(used_steps)
+        batch = min(used_steps, STEPS_PER_BATCH)
+        gradient = np.zeros_like(delta)
+        for start in range(0, used_steps, batch):
+            chunk = alphas[start:start + batch]
+            # The last chunk is padded with repeats (discarded) to keep one compiled shape.
+            padded = np.resize(chunk, batch)[:, None, None]
+            points = (baseline + padded * delta[None]).astype(x.dtype)
+            _, grad = compiled.gradient(points, inputs)
+            gradient += np.tensordot(weights[start:start + batch], grad[: len(chunk)], axes=1)
+        value, baseline_value = (float(v) for v in compiled.value(
+            np.concatenate([x, baseline]), inputs))
+
+    scores = (delta * gradient).sum(axis=-1)[1:prompt_length]
+    return Attribution(
+        prompt=prompt,
+        target=target,
+        tokens=tuple(tokenizer.pieces(prompt_ids[1:])),
+        token_ids=tuple(int(i) for i in prompt_ids[1:]),
+        target_tokens=tuple(tokenizer.pieces(target_ids)),
+        target_token_ids=tuple(int(i) for i in target_ids),
+        scores=scores,
+        method=method,
+        steps=used_steps,
+        target_logprob=value,
+        baseline_logprob=baseline_value,
+        metadata=session.metadata(),
+    )

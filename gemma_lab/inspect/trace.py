@@ -1,0 +1,165 @@
+"""Tracing a text: one forward pass that records attention probabilities, the residual
+stream and the logit lens, by running the model's own decoder blocks sublayer by sublayer."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gemma_lab.backend import compile_function, import_keras, to_numpy
+from gemma_lab.decoding import bucket_length
+from gemma_lab.errors import InputError
+from gemma_lab.inspect.blocks import decoder_blocks, embed, sliding_window, traced_block
+from gemma_lab.inspect.lens import LogitLens
+from gemma_lab.inspect.records import Trace
+
+if TYPE_CHECKING:
+    from gemma_lab.session import GemmaLab
+
+# Full final logits are kept only up to this many values (positions × vocabulary);
+# beyond it the logit lens' last row carries the final top-k instead.
+MAX_LOGITS = 2**21
+# Refuse traces whose attention arrays alone would exceed this many bytes.
+MAX_ATTENTION_BYTES = 4 * 2**30
+
+
+class Tracer:
+    """Compiled trace functions of one session's model, one per (layers, heads) selection."""
+
+    def __init__(self, causal_lm: Any, k: int):
+        self.causal_lm = causal_lm
+        self.backbone = causal_lm.backbone
+        self.blocks = decoder_blocks(self.backbone)
+        self.lens = LogitLens(causal_lm, k=k)
+        self._forwards: dict[tuple[tuple[int, ...], tuple[int, ...]], Any] = {}
+
+    def forward(self, layers: tuple[int, ...], heads: tuple[int, ...]) -> Any:
+        key = (layers, heads)
+        if key not in self._forwards:
+            self._forwards[key] = compile_function(
+                lambda token_ids, padding_mask: self._forward_fn(
+                    token_ids, padding_mask, layers, heads
+                ),
+                self.causal_lm,
+            )
+        return self._forwards[key]
+
+    def _forward_fn(self, token_ids: Any, padding_mask: Any, layers: tuple[int, ...],
+                    heads: tuple[int, ...]) -> tuple[Any, Any]:
+        """Residual stream [depth, position, hidden] and attention [layer, head, q, k]."""
+        ops = import_keras().ops
+        x = embed(self.backbone, token_ids)
+        residual = [x[0]]
+        attention = []
+        for index, block in enumerate(self.blocks):
+            x, probs = traced_block(block, x, padding_mask)
+            residual.append(x[0])
+            if index in layers:
+                attention.append(ops.take(probs[0], np.asarray(heads, "int32"), axis=0))
+        length = ops.shape(token_ids)[1]
+        stacked = (ops.stack(attention) if attention
+                   else ops.zeros((0, len(heads), length, length), "float32"))
+        return ops.cast(ops.stack(residual), "float32"), stacked
+
+
+_TRACERS: weakref.WeakKeyDictionary[Any, Tracer] = weakref.WeakKeyDictionary()
+
+
+def tracer_for(session: GemmaLab) -> Tracer:
+    """The session's `Tracer`, built on first use and dropped with the session."""
+    tracer = _TRACERS.get(session)
+    if tracer is None or tracer.causal_lm is not session.causal_lm:
+        tracer = _TRACERS[session] = Tracer(session.causal_lm, k=session.top_k)
+    return tracer
+
+
+def _selection(values: Sequence[int] | int | None, count: int, what: str) -> tuple[int, ...]:
+    if values is None:
+        return tuple(range(count))
+    if isinstance(values, (int, np.integer)):
+        values = [values]
+    chosen = []
+    for value in values:
+        index = int(value)
+        if not -count <= index < count:
+            raise InputError(f"{what}={value} is out of range: the model has {count} {what} "
+                             f"(0 to {count - 1}).")
+        chosen.append(index % count)
+    return tuple(sorted(set(chosen)))
+
+
+def trace_text(session: GemmaLab, text: str, layers: Sequence[int] | int | None = None,
+               heads: Sequence[int] | int | None = None) -> Trace:
+    """Run `text` (after <bos>) once through the model and record what happens inside.
+
+    `layers` / `heads` choose which attention matrices to keep (default: all); the residual
+    stream and logit lens always cover every layer. See `Trace` for the fields.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> t = trace_text(tiny_session("gemma3"), "hello world", layers=[1], heads=[0, 2])
+        >>> t.attention.shape[:2], t.layers, t.heads
+        ((1, 2), (1,), (0, 2))
+    """
+    if not isinstance(text, str) or not text:
+        raise InputError("trace() needs a non-empty string to trace.")
+    backbone = session.backbone
+    tokenizer = session.tokenizer
+    ids = tokenizer.encode(text, add_bos=True)
+    n = len(ids)
+    if n > session.context_length:
+        raise InputError(f"The text has {n} tokens, more than the model's context of "
+                         f"{session.context_length}. Trace a shorter text.")
+    layers = _selection(layers, backbone.num_layers, "layers")
+    heads = _selection(heads, backbone.num_query_heads, "heads")
+    attention_bytes = 4 * len(layers) * len(heads) * n * n
+    if attention_bytes > MAX_ATTENTION_BYTES:
+        raise InputError(
+            f"Attention for {len(layers)} layers × {len(heads)} heads over {n} tokens needs "
+            f"{attention_bytes / 2**30:.1f} GiB. Pass layers=[...] and/or heads=[...] to trace "
+            "fewer, or a shorter text."
+        )
+
+    tracer = tracer_for(session)
+    length = bucket_length(n, session.context_length)
+    token_ids = np.zeros((1, length), dtype="int32")
+    token_ids[0, :n] = ids
+    padding_mask = np.zeros((1, length), dtype="int32")
+    padding_mask[0, :n] = 1
+    residual, attention = to_numpy(tracer.forward(layers, heads)(token_ids, padding_mask))
+    residual = residual[:, :n]
+    attention = attention[:, :, :n, :n]
+
+    # Position t's lens is judged on token t + 1; the last position has none.
+    depths = residual.shape[0]
+    targets = np.tile(np.asarray([*ids[1:], 0], dtype="int32"), depths)
+    top_ids, top_probs, target_probs = tracer.lens(residual.reshape(depths * n, -1), targets)
+    k = top_ids.shape[-1]
+    top_ids = top_ids.reshape(depths, n, k)
+    top_probs = top_probs.reshape(depths, n, k)
+    target_probs = target_probs.reshape(depths, n)
+    target_probs[:, -1] = np.nan
+    pieces = np.vectorize(tokenizer.piece, otypes=[object])(top_ids) if top_ids.size else top_ids
+
+    small = n * backbone.vocabulary_size <= MAX_LOGITS
+    logits = tracer.lens.logits(residual[-1]) if small else None
+    blocks = tracer.blocks
+    return Trace(
+        text=text,
+        tokens=tuple(tokenizer.pieces(ids)),
+        token_ids=tuple(int(i) for i in ids),
+        layers=layers,
+        heads=heads,
+        windows=tuple(sliding_window(blocks[layer]) for layer in layers),
+        attention=attention,
+        residual=residual,
+        logits=logits,
+        lens_top_ids=top_ids,
+        lens_top_tokens=pieces.astype(str) if pieces.size else np.zeros((depths, n, 0), str),
+        lens_top_probs=top_probs,
+        lens_target_probs=target_probs,
+        metadata=session.metadata(),
+    )
