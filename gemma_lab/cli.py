@@ -196,13 +196,39 @@ def cell_timings(notebook: Any) -> list[tuple[int, float]]:
 
 
 def notebook_html(notebook: Any) -> str:
-    """A self-contained HTML page of the notebook: nbconvert's, or a plain one without it."""
+    """An HTML page of the notebook (plotly figures inlined): nbconvert's, or a plain one
+    without nbconvert."""
+    notebook = _plotly_as_html(notebook)
     try:
         from nbconvert import HTMLExporter
     except ImportError:
         return _plain_html(notebook)
-    body, _ = HTMLExporter().from_notebook_node(notebook)
-    return body
+    exporter = HTMLExporter()
+    body, _ = exporter.from_notebook_node(notebook)
+    # require.js (from a CDN) would capture the inlined plotly.js as an AMD module and leave
+    # the figures blank; nothing else in these reports needs it.
+    return body.replace(f'<script src="{exporter.require_js_url}"></script>', "")
+
+
+def _plotly_as_html(notebook: Any) -> Any:
+    """A copy where plotly outputs carry text/html too (plotly.js inlined once), since an
+    HTML page cannot render the plotly MIME type on its own."""
+    import copy
+
+    notebook = copy.deepcopy(notebook)
+    plotly_js_included = False
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            figure = data.get("application/vnd.plotly.v1+json")
+            if figure is None or "text/html" in data:
+                continue
+            import plotly.io
+
+            data["text/html"] = plotly.io.to_html(
+                figure, include_plotlyjs=not plotly_js_included, full_html=False)
+            plotly_js_included = True
+    return notebook
 
 
 def _plain_html(notebook: Any) -> str:

@@ -119,7 +119,10 @@ def test_quickstart_is_found_and_stripped():
 @pytest.mark.real_model
 @pytest.mark.slow
 def test_generate_with_the_default_model(default_lab):
-    done = subprocess.run(["gemma-lab", "generate", "The capital of France is",
+    # The installed console script, the way users run it.
+    script = Path(sys.executable).with_name("gemma-lab")
+    assert script.is_file(), "gemma_lab is not installed in this environment (pip install -e .)"
+    done = subprocess.run([str(script), "generate", "The capital of France is",
                            "--max-new-tokens", "8"], capture_output=True, text=True,
                           timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr
@@ -147,3 +150,20 @@ def test_demo_runs_the_quickstart_and_writes_html(tmp_path):
     page = report.read_text()
     assert page.startswith("<!DOCTYPE html>") and "The capital of France is" in page
     assert "Paris" in page
+
+
+def test_report_html_inlines_plotly_and_loads_no_require_js():
+    import nbformat
+    import plotly.graph_objects as go
+
+    from gemma_lab.cli import _plain_html, notebook_html
+
+    figure = go.Figure(go.Bar(x=["a"], y=[1])).to_plotly_json()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "fig", outputs=[nbformat.v4.new_output("display_data", data={
+            "application/vnd.plotly.v1+json": figure, "text/plain": "<&figure>"})])])
+    page = notebook_html(notebook)
+    assert "plotly-graph-div" in page and "require.min.js" not in page
+    assert "text/html" not in notebook.cells[0].outputs[0].data  # the input is left as it was
+    plain = _plain_html(notebook)
+    assert "&lt;&amp;figure&gt;" in plain and "<&figure>" not in plain
