@@ -399,6 +399,35 @@ def test_features_light_up_when_the_session_has_them(shell, tiny_lab):
     assert isinstance(shell.user_ns["c"], Generation)
 
 
+def test_attention_and_lens_show_the_trace_and_its_figures(shell, tiny_lab, monkeypatch):
+    traced = []
+    real_trace = tiny_lab.trace
+
+    def trace(text, layers=None, heads=None):
+        traced.append((text, real_trace(text, layers=layers, heads=heads)))
+        return traced[-1][1]
+
+    monkeypatch.setattr(tiny_lab, "trace", trace)
+    run = run_magic("%%gemma --no-stream --attention --lens --layer 1 --head 2 "
+                    "--max-new-tokens 3 -o g\nhello")
+    assert run.error is None, run.stderr
+    ((text, t),) = traced
+    assert list(t.layers) == [1] and list(t.heads) == [2]
+    assert text == "hello" + shell.user_ns["g"].text  # prompt and continuation
+    figures = [o.data["application/vnd.plotly.v1+json"] for o in run.outputs
+               if "application/vnd.plotly.v1+json" in o.data]
+    titles = [f["layout"]["title"]["text"] for f in figures]
+    assert len(figures) == 2 and titles[0].startswith("Layer 1, head 2")
+
+
+def test_attribute_shows_the_attribution_of_the_continuation(shell):
+    run = run_magic("%%gemma --no-stream --attribute --max-new-tokens 3 -o g\nhello")
+    assert run.error is None, run.stderr
+    assert len(run.outputs) == 2  # the generation, then the attribution
+    run = run_magic("%%gemma --score --attribute --target ' world'\nhello")
+    assert run.error is None, run.stderr
+
+
 def test_finetune_data_must_be_a_variable_or_a_file(shell, tiny_lab):
     gemma_lab.magics.use(Recorder(tiny_lab))
     assert_one_line_error(run_magic("%gemma finetune nowhere.jsonl"),

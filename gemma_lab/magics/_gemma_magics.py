@@ -256,9 +256,10 @@ class GemmaMagics(Magics):
                           layers=None if args.layer is None else [args.layer],
                           heads=None if args.head is None else [args.head])
             self._show_result(trace)
-            for kind in ("attention", "lens"):
-                if getattr(args, kind):
-                    self._show_figure(trace, kind)
+            if args.attention:
+                self._show_figure(trace, "attention", layer=args.layer, head=args.head)
+            if args.lens:
+                self._show_figure(trace, "lens")
         if args.attribute:
             target = args.target if args.target is not None else (
                 None if args.score else as_text(result))
@@ -283,10 +284,10 @@ class GemmaMagics(Magics):
             print(record)
 
     @staticmethod
-    def _show_figure(result: Any, kind: str) -> None:
+    def _show_figure(result: Any, kind: str, **options: Any) -> None:
         figure = getattr(result, "figure", None)
         if figure is not None:
-            ipython_display.show(figure(kind))
+            ipython_display.show(figure(kind, **options))
 
 
 def _feature(lab: Any, name: str, what: str) -> Callable[..., Any]:
