@@ -14,8 +14,10 @@ fi
 # resolving a multi-GB CUDA build later.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[test,torch]"
-# The editable install builds the extension into gemma_lab/labextension; link it into Jupyter.
-.venv/bin/jupyter labextension develop --sys-prefix --overwrite . >/dev/null 2>&1
+# The editable install builds the extension into gemma_lab/labextension; link it into the
+# venv's Jupyter data dir (what `jupyter labextension develop` does, but into .venv for sure).
+mkdir -p .venv/share/jupyter/labextensions
+ln -sfn "$PWD/gemma_lab/labextension" .venv/share/jupyter/labextensions/gemma-lab
 .venv/bin/jupyter labextension list 2>&1 | grep -q "gemma-lab.*enabled.*OK" \
   || { echo "gemma-lab labextension is not enabled" >&2; exit 1; }
 if [ "${GEMMA_LAB_SKIP_BROWSER:-0}" != "1" ]; then
