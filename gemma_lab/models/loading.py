@@ -86,44 +86,50 @@ def load_model(spec: str | os.PathLike[str] | None = None, dtype: str = "float32
     _check_dtype(dtype)
     bar = progress_counter(2, desc="Loading Gemma", disable=not progress)
     try:
-        if spec is None or str(spec) == "default":
-            sha = default_gguf_sha256()
-            preset = _converted_preset(None, sha, progress)
-            bar.update(1)
-            causal_lm = _from_preset(str(preset), dtype)
-            return LoadedModel(causal_lm, DEFAULT_MODEL_ID, "default", sha, dtype)
-
-        text = os.fspath(spec)
-        path = Path(text).expanduser()
-        if text.lower().endswith(".gguf"):
-            if not path.is_file():
-                raise ModelLoadError(f"No GGUF file at {path}. Check the path.")
-            sha = sha256_file(path)
-            preset = _converted_preset(path, sha, progress)
-            bar.update(1)
-            return LoadedModel(_from_preset(str(preset), dtype), path.name, str(path), sha, dtype)
-
-        if path.is_dir():
-            if not _looks_like_preset_dir(path):
-                raise ModelLoadError(
-                    f"{path} is a directory but not a keras-hub preset (no config.json). Save "
-                    "one with causal_lm.save_to_preset(dir), or pass a .gguf file."
-                )
-            bar.update(1)
-            return LoadedModel(_from_preset(str(path), dtype), path.name, str(path), None, dtype)
-
-        if text.startswith(REMOTE_PREFIXES) or _is_known_preset_name(text):
-            bar.update(1)
-            return LoadedModel(_load_remote(text, dtype), text, text, None, dtype)
-
-        raise ModelLoadError(
-            f"Cannot resolve model spec {text!r}: it is not a .gguf file, a preset directory, "
-            "a kaggle:// or hf:// handle, or a keras-hub Gemma preset name. "
-            "Call gemma_lab.load() with no argument for the embedded default model."
-        )
+        loaded = _resolve_and_load(spec, dtype, progress, bar)
+        bar.update(bar.total - bar.n)  # only a load that worked shows as complete
     finally:
-        bar.update(bar.total - bar.n)
         bar.close()
+    return loaded
+
+
+def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress: bool,
+                      bar: Any) -> LoadedModel:
+    if spec is None or str(spec) == "default":
+        sha = default_gguf_sha256()
+        preset = _converted_preset(None, sha, progress)
+        bar.update(1)
+        causal_lm = _from_preset(str(preset), dtype)
+        return LoadedModel(causal_lm, DEFAULT_MODEL_ID, "default", sha, dtype)
+
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if text.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"No GGUF file at {path}. Check the path.")
+        sha = sha256_file(path)
+        preset = _converted_preset(path, sha, progress)
+        bar.update(1)
+        return LoadedModel(_from_preset(str(preset), dtype), path.name, str(path), sha, dtype)
+
+    if path.is_dir():
+        if not _looks_like_preset_dir(path):
+            raise ModelLoadError(
+                f"{path} is a directory but not a keras-hub preset (no config.json). Save "
+                "one with causal_lm.save_to_preset(dir), or pass a .gguf file."
+            )
+        bar.update(1)
+        return LoadedModel(_from_preset(str(path), dtype), path.name, str(path), None, dtype)
+
+    if text.startswith(REMOTE_PREFIXES) or _is_known_preset_name(text):
+        bar.update(1)
+        return LoadedModel(_load_remote(text, dtype), text, text, None, dtype)
+
+    raise ModelLoadError(
+        f"Cannot resolve model spec {text!r}: it is not a .gguf file, a preset directory, "
+        "a kaggle:// or hf:// handle, or a keras-hub Gemma preset name. "
+        "Call gemma_lab.load() with no argument for the embedded default model."
+    )
 
 
 def _is_known_preset_name(name: str) -> bool:
