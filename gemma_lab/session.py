@@ -217,6 +217,46 @@ class GemmaLab:
 
         return attribute_text(self, prompt, target, method=method, steps=steps)
 
+    # --- fine-tuning ---------------------------------------------------------------------------
+    def finetune(self, data: Any, rank: int = 4, epochs: int = 1, learning_rate: float = 2e-4,
+                 batch_size: int = 4, max_length: int = 128, validation: Any = None,
+                 callbacks: list[Any] | None = None, progress: bool = True,
+                 keep_partial: bool = True, compare: Any = None,
+                 seed: int | None = None) -> Any:
+        """LoRA fine-tune this model on `data` and return a `FinetuneResult`.
+
+        `data`: list of strings, list of {"prompt", "response"} dicts, a pandas DataFrame with
+        those columns (or "text"), or a .jsonl / .csv path; loss is on responses only.
+        `validation`: a held-out fraction (0.1) or data; scored per epoch and compared before /
+        after. Ctrl-C or a callback's `model.stop_training` ends at a step boundary;
+        `keep_partial=False` then undoes the partial adapter. See `gemma_lab.finetune.FinetuneRun`.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_causal_lm
+            >>> from gemma_lab.models.loading import LoadedModel
+            >>> lab = GemmaLab(LoadedModel(tiny_causal_lm(), "tiny", "test", None, "float32"))
+            >>> lab.finetune(["hello world"] * 8, rank=2, epochs=2, progress=False).steps
+            4
+        """
+        from gemma_lab.finetune import FinetuneRun
+
+        result = FinetuneRun(
+            self, data, rank=rank, epochs=epochs, learning_rate=learning_rate,
+            batch_size=batch_size, max_length=max_length, validation=validation,
+            compare=compare, callbacks=callbacks, progress=progress,
+            keep_partial=keep_partial, seed=seed,
+        ).run()
+        if result.adapter_kept and result.steps:
+            self.adapters.last_result = result
+        return result
+
+    @cached_property
+    def adapters(self) -> Any:
+        """Save / load / unload / list LoRA adapters (`gemma_lab.finetune.Adapters`)."""
+        from gemma_lab.finetune import Adapters
+
+        return Adapters(self)
+
     def __repr__(self) -> str:
         return f"<GemmaLab {self.model_id} on {self.backend}, {self.dtype}>"
 

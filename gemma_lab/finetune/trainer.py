@@ -1,0 +1,329 @@
+"""LoRA fine-tuning of a session's model with Keras `fit`: live loss, safe stop, before/after.
+
+The host tokenizer builds fixed-shape arrays (`data.tokenise`), the causal LM's preprocessor is
+detached while `fit` runs, and a Keras callback records each step's loss and turns a stop request
+(`FinetuneRun.stop()`, Ctrl-C) into `model.stop_training` at the next step boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gemma_lab.backend import import_keras
+from gemma_lab.errors import GemmaLabError, InputError
+from gemma_lab.finetune import lora
+from gemma_lab.finetune._live import LiveFeedback
+from gemma_lab.finetune.compare import Comparison, response_probabilities
+from gemma_lab.finetune.data import Example, TokenisedData, data_hash, load_examples, tokenise
+from gemma_lab.finetune.result import FinetuneResult
+
+if TYPE_CHECKING:
+    from gemma_lab.session import GemmaLab
+
+# Held-out examples scored before and after training when `compare` is not given.
+MAX_COMPARE_EXAMPLES = 16
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}.")
+    return value
+
+
+class FinetuneRun:
+    """A LoRA fine-tuning run on a session: `run()` trains and returns a `FinetuneResult`;
+    `stop()` (from a callback, another thread or a Stop button) ends it at the next step.
+
+    Data is loaded, validated and tokenised here, so bad data fails before any training.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_causal_lm
+        >>> from gemma_lab.session import GemmaLab
+        >>> from gemma_lab.models.loading import LoadedModel
+        >>> lab = GemmaLab(LoadedModel(tiny_causal_lm(), "tiny", "test", None, "float32"))
+        >>> run = FinetuneRun(lab, ["hello world"] * 4, rank=2, progress=False)
+        >>> result = run.run()
+        >>> result.steps, result.stopped
+        (1, False)
+    """
+
+    def __init__(self, session: GemmaLab, data: Any, *, rank: int = 4, epochs: int = 1,
+                 learning_rate: float = 2e-4, batch_size: int = 4, max_length: int = 128,
+                 validation: Any = None, compare: Any = None,
+                 callbacks: Sequence[Any] | None = None, progress: bool = True,
+                 keep_partial: bool = True, seed: int | None = None,
+                 live_figure: bool | None = None):
+        self.session = session
+        self.rank = _positive_int("rank", rank)
+        self.epochs = _positive_int("epochs", epochs)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.max_length = _positive_int("max_length", max_length)
+        if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+            raise InputError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+        self.learning_rate = float(learning_rate)
+        self.seed = seed
+        self.keep_partial = bool(keep_partial)
+        self.progress = progress
+        self.live_figure = live_figure
+        self.callbacks = list(callbacks or [])
+
+        examples = load_examples(data)
+        self.train_examples, self.validation_examples = _split(examples, validation, seed)
+        self.compare_examples = (
+            load_examples(compare, what="compare examples") if compare is not None
+            else self.validation_examples[:MAX_COMPARE_EXAMPLES]
+        )
+        tokenizer = session.tokenizer
+        self.train_data = tokenise(self.train_examples, tokenizer, self.max_length)
+        self.validation_data = (
+            tokenise(self.validation_examples, tokenizer, self.max_length, what="validation")
+            if self.validation_examples else None
+        )
+        self.data_sha256 = data_hash(self.train_examples)
+        self.steps_per_epoch = -(-self.train_data.num_examples // self.batch_size)
+        self.result: FinetuneResult | None = None
+        self._stop_requested = threading.Event()
+        self._interrupted = False
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"rank": self.rank, "epochs": self.epochs, "learning_rate": self.learning_rate,
+                "batch_size": self.batch_size, "max_length": self.max_length,
+                "seed": self.seed}
+
+    def stop(self) -> None:
+        """Finish after the training step in progress (thread-safe)."""
+        self._stop_requested.set()
+
+    # --- the run -----------------------------------------------------------------------
+    def run(self) -> FinetuneResult:
+        """Train; on stop or Ctrl-C keep (or, with keep_partial=False, undo) the partial
+        adapter and return the result either way."""
+        keras = import_keras()
+        session = self.session
+        causal_lm = session.causal_lm
+        if self.seed is not None:
+            keras.utils.set_random_seed(self.seed)
+        lora.ensure_lora(session, self.rank)
+        weights_before = lora.lora_weights(session.backbone)
+        adapter_before = session.adapter_name
+        before = (response_probabilities(session, self.compare_examples)
+                  if self.compare_examples else None)
+
+        total_steps = self.epochs * self.steps_per_epoch
+        feedback = LiveFeedback(total_steps, self.steps_per_epoch, progress=self.progress,
+                                figure=self.live_figure)
+        recorder = _make_recorder(keras, self, feedback)
+        causal_lm.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
+            # Mean over the tokens that carry loss (response tokens), not over padding too.
+            loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        )
+        preprocessor = causal_lm.preprocessor
+        causal_lm.preprocessor = None  # our arrays are already token ids
+        started = time.perf_counter()
+        try:
+            with _ctrl_c_stops(self):
+                causal_lm.fit(
+                    _dataset(self.train_data, self.batch_size, shuffle=True, seed=self.seed),
+                    validation_data=(
+                        _dataset(self.validation_data, self.batch_size, shuffle=False)
+                        if self.validation_data is not None else None),
+                    epochs=self.epochs,
+                    shuffle=False,  # the dataset shuffles itself
+                    callbacks=[recorder, *self.callbacks, _make_stopper(keras, self)],
+                    verbose=0,
+                )
+        except KeyboardInterrupt:
+            # Raised by a callback at a step boundary; Keras has already put the
+            # trained weights back on the model in its own `finally`.
+            self._interrupted = True
+        finally:
+            causal_lm.preprocessor = preprocessor
+            feedback.close()
+            _check_weights_present(causal_lm)
+        fit_s = time.perf_counter() - started
+
+        steps = len(recorder.train_loss)
+        stopped = steps < total_steps
+        reason = ("interrupted" if stopped and self._interrupted
+                  else "stopped" if stopped else "completed")
+        kept = not stopped or self.keep_partial
+        if kept:
+            session.adapter_name = f"unsaved-{self.data_sha256[:8]}" if steps else adapter_before
+        else:
+            lora.assign_lora(session.backbone, weights_before)
+            session.adapter_name = adapter_before
+        lora.invalidate_compiled(session)
+
+        comparison = None
+        if before is not None:
+            comparison = Comparison(tuple(before),
+                                    tuple(response_probabilities(session, self.compare_examples)))
+        self.result = FinetuneResult(
+            train_loss=tuple(recorder.train_loss),
+            validation_loss=tuple(recorder.validation_loss),
+            steps=steps,
+            total_steps=total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            stopped=stopped,
+            stop_reason=reason,
+            tokens_per_s=recorder.tokens_per_s(),
+            trained_tokens=recorder.trained_tokens,
+            hyperparameters=self.hyperparameters,
+            data_sha256=self.data_sha256,
+            num_examples=len(self.train_examples),
+            num_validation=len(self.validation_examples),
+            adapter_kept=kept,
+            comparison=comparison,
+            timing={"first_step_s": recorder.first_step_s, "fit_s": fit_s},
+            metadata=session.metadata(),
+        )
+        return self.result
+
+
+def _split(examples: list[Example], validation: Any,
+           seed: int | None) -> tuple[list[Example], list[Example]]:
+    """Training and validation examples: `validation` is None, a fraction held out of
+    `examples` (chosen with `seed`), or validation data of its own."""
+    if validation is None:
+        return examples, []
+    if isinstance(validation, float) and not isinstance(validation, bool):
+        if not 0.0 < validation < 1.0:
+            raise InputError(f"validation as a fraction must be between 0 and 1, got "
+                             f"{validation!r}.")
+        held = round(len(examples) * validation)
+        if held < 1 or held >= len(examples):
+            raise InputError(
+                f"validation={validation} of {len(examples)} examples holds out {held}; keep "
+                "at least one example on each side, or pass validation data explicitly."
+            )
+        order = np.random.default_rng(seed or 0).permutation(len(examples))
+        held_out = set(order[:held].tolist())
+        return ([e for i, e in enumerate(examples) if i not in held_out],
+                [e for i, e in enumerate(examples) if i in held_out])
+    return examples, load_examples(validation, what="validation")
+
+
+def _dataset(data: TokenisedData, batch_size: int, *, shuffle: bool,
+             seed: int | None = None) -> Any:
+    """A tf.data pipeline of (x, y, sample_weight) batches, all of `batch_size` rows.
+
+    keras-hub turns arrays into tf.data without shuffling, so the shuffle is done here.
+    """
+    import tensorflow as tf
+
+    padded = data.padded_to_multiple(batch_size)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (padded.inputs(), padded.targets, padded.sample_weight))
+    if shuffle:
+        dataset = dataset.shuffle(padded.num_examples, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size, drop_remainder=True)
+
+
+def _make_recorder(keras: Any, run: FinetuneRun, feedback: LiveFeedback) -> Any:
+    """The Keras callback that records losses, feeds live feedback and honours stop()."""
+    tokens_per_step = run.train_data.real_tokens / max(run.steps_per_epoch, 1)
+
+    class LossRecorder(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.train_loss: list[float] = []
+            self.validation_loss: list[float] = []
+            self.step_seconds: list[float] = []
+            self.first_step_s = 0.0
+            self._running_total = 0.0
+            self._step_started = 0.0
+
+        @property
+        def trained_tokens(self) -> int:
+            return round(tokens_per_step * len(self.train_loss))
+
+        def tokens_per_s(self) -> float:
+            # The first step compiles the train function: leave it out when there are more.
+            timed = self.step_seconds[1:] or self.step_seconds
+            seconds = sum(timed)
+            return tokens_per_step * len(timed) / seconds if seconds > 0 else 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self._running_total = 0.0
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            self._step_started = time.perf_counter()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            seconds = time.perf_counter() - self._step_started
+            if not self.step_seconds:
+                self.first_step_s = seconds
+            self.step_seconds.append(seconds)
+            # Keras logs the epoch's running mean (equal-size batches): undo it per step.
+            running_total = float(logs["loss"]) * (batch + 1)
+            loss = running_total - self._running_total
+            self._running_total = running_total
+            self.train_loss.append(loss)
+            feedback.step(loss)
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            validation = (logs or {}).get("val_loss")
+            if validation is not None:
+                self.validation_loss.append(float(validation))
+            feedback.epoch(None if validation is None else float(validation))
+
+    return LossRecorder()
+
+
+def _make_stopper(keras: Any, run: FinetuneRun) -> Any:
+    """The last callback: a stop requested by now (even by another callback of this very
+    step) ends training before the next step."""
+
+    class StopRequest(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if run._stop_requested.is_set():
+                self.model.stop_training = True
+
+    return StopRequest()
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops(run: FinetuneRun) -> Iterator[None]:
+    """While training in the main thread, the first Ctrl-C (or Jupyter's interrupt) asks
+    for a stop at the next step boundary instead of raising inside a step, where JAX's
+    training state may be between the model and the step; a second Ctrl-C raises."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def request_stop(signum: int, frame: Any) -> None:
+        run._interrupted = True
+        run.stop()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _check_weights_present(causal_lm: Any) -> None:
+    # Keras' JAX trainer detaches variable values during fit and reattaches them after; an
+    # interrupt inside a step could leave them detached. Say so plainly if it ever happens.
+    missing = [v.path for v in causal_lm.variables if getattr(v, "_value", 0) is None]
+    if missing:
+        raise GemmaLabError(
+            f"Training was interrupted inside a step and {len(missing)} weights (e.g. "
+            f"{missing[0]}) were not restored. Reload the model with gemma_lab.load()."
+        )
+
+
+__all__ = ["MAX_COMPARE_EXAMPLES", "FinetuneRun"]
