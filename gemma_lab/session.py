@@ -240,15 +240,12 @@ class GemmaLab:
         """
         from gemma_lab.finetune import FinetuneRun
 
-        result = FinetuneRun(
+        return FinetuneRun(
             self, data, rank=rank, epochs=epochs, learning_rate=learning_rate,
             batch_size=batch_size, max_length=max_length, validation=validation,
             compare=compare, callbacks=callbacks, progress=progress,
             keep_partial=keep_partial, seed=seed,
         ).run()
-        if result.adapter_kept and result.steps:
-            self.adapters.last_result = result
-        return result
 
     @cached_property
     def adapters(self) -> Any:

@@ -246,3 +246,29 @@ def test_real_model_learns_held_out_answer_format(default_lab):
         assert comparison.mean_logprob_after > comparison.mean_logprob_before + 0.1
     finally:
         lab.adapters.unload()  # the session fixture is shared: back to the base model
+
+
+def test_live_feedback_updates_a_figure_widget_when_one_is_wanted(monkeypatch):
+    from gemma_lab.finetune import _live
+
+    class FakeWidget:
+        def __init__(self):
+            from gemma_lab.figures.loss import loss_figure
+
+            self.data = loss_figure([], []).data
+
+        def batch_update(self):
+            import contextlib
+
+            return contextlib.nullcontext()
+
+    monkeypatch.setattr(_live, "_figure_widget", lambda steps_per_epoch: FakeWidget())
+    feedback = _live.LiveFeedback(4, 2, progress=False, figure=True, interval=0.0)
+    for loss in (3.0, 2.0):
+        feedback.step(loss)
+    feedback.epoch(2.5)
+    feedback.close()
+    assert list(feedback.widget.data[0].y) == [3.0, 2.0]
+    assert list(feedback.widget.data[1].x) == [2] and list(feedback.widget.data[1].y) == [2.5]
+    # Outside a kernel no widget is made unless asked for.
+    assert _live.LiveFeedback(1, 1, progress=True, figure=None).widget is None

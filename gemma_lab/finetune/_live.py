@@ -76,6 +76,9 @@ def _figure_widget(steps_per_epoch: int) -> Any:
     from gemma_lab.figures.loss import loss_figure
     from gemma_lab.ipython_display import show
 
-    widget = go.FigureWidget(loss_figure([], [], steps_per_epoch))
+    try:
+        widget = go.FigureWidget(loss_figure([], [], steps_per_epoch))
+    except ImportError:
+        return None  # plotly ≥ 6 needs anywidget for FigureWidget; the progress bar remains
     show(widget)
     return widget

@@ -188,6 +188,8 @@ class FinetuneRun:
             timing={"first_step_s": recorder.first_step_s, "fit_s": fit_s},
             metadata=session.metadata(),
         )
+        if kept and steps:
+            session.adapters.last_result = self.result  # provenance for adapters.save()
         return self.result
 
 
