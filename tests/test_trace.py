@@ -205,7 +205,12 @@ def test_real_model_attention_matches_transformers_eager(default_lab):
 
     from gemma_lab.models.default_model import default_gguf_path
 
-    traced = default_lab.trace(REAL_TEXT)
+    # Longer than Gemma 3 270M's 512-token sliding window, so local and global layers differ.
+    traced = default_lab.trace(" ".join([REAL_TEXT] * 14))
+    n = len(traced.tokens)
+    assert n > 600 and traced.windows[0] == 512 and traced.windows[5] is None
+    assert traced.attention[0, :, n - 1, : n - 512].max() == 0.0
+    assert traced.attention[5, :, n - 1, : n - 512].max() > 0.0
     gguf = default_gguf_path()
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, attn_implementation="eager", dtype=torch.float32
@@ -221,6 +226,32 @@ def test_real_model_attention_matches_transformers_eager(default_lab):
     probs = torch.softmax(out.logits[0].double(), dim=-1).numpy()
     lens_diff = np.abs(traced.lens_top_probs[-1]
                        - np.take_along_axis(probs, traced.lens_top_ids[-1], axis=-1)).max()
-    print(f"\n{len(traced.tokens)} tokens: max |attention - transformers eager| = {worst:.2e}, "
+    print(f"\n{n} tokens: max |attention - transformers eager| = {worst:.2e}, "
           f"final top-k probs {lens_diff:.2e}")
     assert lens_diff <= 1e-3
+
+
+def test_trace_and_attribution_render_as_schema_valid_bundles(tiny_lab):
+    import jsonschema
+
+    from gemma_lab.schema import JSON_SCHEMA, MIME_TYPE
+
+    hostile = "<img src=x onerror=alert(1)>"
+    for record in (tiny_lab.trace(hostile), tiny_lab.attribute(hostile, target=" world")):
+        bundle = record._repr_mimebundle_()
+        payload = bundle[MIME_TYPE]
+        jsonschema.Draft202012Validator(JSON_SCHEMA).validate(payload)
+        assert [t["id"] for t in payload["tokens"]] == list(record.token_ids)
+        assert hostile not in bundle["text/html"]
+        assert _start_tags(bundle["text/html"]) <= {"div", "span", "style"}
+    assert "attention" in tiny_lab.trace("hello")._repr_mimebundle_()[MIME_TYPE]
+
+
+def _start_tags(html: str) -> set[str]:
+    from html.parser import HTMLParser
+
+    tags: set[str] = set()
+    parser = HTMLParser()
+    parser.handle_starttag = lambda tag, attrs: tags.add(tag)
+    parser.feed(html)
+    return tags

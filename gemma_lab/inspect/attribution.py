@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemma_lab.backend import compile_function, import_keras, to_numpy
-from gemma_lab.decoding import bucket_length
 from gemma_lab.errors import InputError
 from gemma_lab.inspect.blocks import decoder_blocks, embed, unembed
 from gemma_lab.inspect.gradients import values_and_grad
@@ -23,13 +22,19 @@ METHODS = ("grad_x_input", "integrated_gradients")
 PATH_START = 1e-24
 # Interpolation points per compiled forward/backward pass for integrated gradients.
 STEPS_PER_BATCH = 8
+# Sequences pad to a power of two of at least this many tokens (prompts are short).
+MIN_LENGTH = 8
+
+
+def _power_of_two(n: int, minimum: int = 1) -> int:
+    return max(minimum, 1 << (n - 1).bit_length())
 
 
 class TargetLogprob:
     """log p(target | prefix) as a function of the input embeddings, and its gradient,
     compiled once per padded shape for one keras-hub Gemma CausalLM.
 
-    Inputs are padded (sequence and target length to powers of two) so that new prompts
+    Inputs are padded (sequence and target lengths to powers of two) so that new prompts
     reuse compiled code; padded positions are masked and padded targets weigh zero.
     """
 
@@ -47,7 +52,8 @@ class TargetLogprob:
         """
         ops = import_keras().ops
         embeddings, padding_mask, positions, targets, weights = (
-            ops.convert_to_tensor(a) for a in (embeddings, padding_mask, positions, targets, weights)
+            ops.convert_to_tensor(value)
+            for value in (embeddings, padding_mask, positions, targets, weights)
         )
         batch, length = ops.shape(embeddings)[0], ops.shape(embeddings)[1]
         mask = ops.broadcast_to(padding_mask, (batch, length))
@@ -68,11 +74,12 @@ class TargetLogprob:
 
     def inputs(self, token_ids: list[int], prompt_length: int) -> tuple[np.ndarray, ...]:
         """(padding_mask, positions, targets, weights), padded, for a prompt + target."""
-        length = bucket_length(len(token_ids))
+        length = _power_of_two(len(token_ids), MIN_LENGTH)
         padding_mask = np.zeros((1, length), dtype="int32")
         padding_mask[0, : len(token_ids)] = 1
         count = len(token_ids) - prompt_length
-        slots = bucket_length(count)
+        # Each target slot costs a row of vocabulary logits (and its gradient) per point.
+        slots = _power_of_two(count)
         positions = np.zeros((slots,), dtype="int32")
         targets = np.zeros((slots,), dtype="int32")
         weights = np.zeros((slots,), dtype="float32")

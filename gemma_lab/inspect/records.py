@@ -93,6 +93,19 @@ class Trace:
                              f"trace again with heads=[{head}].")
         return per_layer[self.heads.index(head)]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The v1 JSON payload: tokens ("<bos>" first, as the arrays), attention and lens."""
+        from gemma_lab.render import payload, token_entry
+
+        tokens = [token_entry("prompt", piece, token_id, piece=piece)
+                  for piece, token_id in zip(self.tokens, self.token_ids, strict=True)]
+        return payload("trace", self.text, tokens, dict(self.metadata), **self.payload_extras())
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from gemma_lab.render import mimebundle
+
+        return mimebundle(self, include, exclude)
+
     def payload_extras(self) -> dict[str, Any]:
         """The "attention" and "lens" fields of the v1 payload (gemma_lab.schema), capped."""
         n = len(self.tokens)
@@ -227,6 +240,20 @@ class Attribution:
             return None
         return float(self.scores.sum() - (self.target_logprob - self.baseline_logprob))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The v1 JSON payload: prompt tokens (without <bos>, as `scores`) and attribution."""
+        from gemma_lab.render import payload, token_entry
+
+        tokens = [token_entry("prompt", piece, token_id, piece=piece)
+                  for piece, token_id in zip(self.tokens, self.token_ids, strict=True)]
+        return payload("attribution", self.prompt, tokens, dict(self.metadata),
+                       **self.payload_extras())
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from gemma_lab.render import mimebundle
+
+        return mimebundle(self, include, exclude)
+
     def payload_extras(self) -> dict[str, Any]:
         """The "attribution" field of the v1 payload (gemma_lab.schema); scores align with
         `tokens` (the prompt without <bos>)."""
@@ -245,5 +272,10 @@ class Attribution:
         return self.prompt
 
     def __repr__(self) -> str:
+        completeness = ""
+        if self.completeness_error is not None:
+            change = self.target_logprob - (self.baseline_logprob or 0.0)
+            off = abs(self.completeness_error) / max(abs(change), 1e-12)
+            completeness = f", {self.steps} steps, Σ scores off Δ log p by {100 * off:.1f}%"
         return (f"<Attribution {self.method} of {self.target!r} over {len(self.tokens)} "
-                f"prompt tokens, log p = {self.target_logprob:.3f}>")
+                f"prompt tokens, log p = {self.target_logprob:.3f}{completeness}>")
