@@ -12,7 +12,7 @@ import numpy as np
 from gemma_lab.decoding import bucket_length
 from gemma_lab.errors import InputError
 from gemma_lab.sampling import Sampler, SamplerConfig
-from gemma_lab.token_stats import TokenStats
+from gemma_lab.token_stats import PerTokenViews, TokenStats
 from gemma_lab.tokenizer import IncrementalDecoder
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ MAX_NEW_TOKENS_LIMIT = 8192
 
 
 @dataclass(frozen=True)
-class Generation:
+class Generation(PerTokenViews):
     """A finished generation with what the model thought of every generated token.
 
     Attributes:
@@ -50,34 +50,6 @@ class Generation:
     timing: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     prompt_tokens: tuple[str, ...] = ()
-
-    @property
-    def tokens(self) -> list[str]:
-        return [s.text for s in self.steps]
-
-    @property
-    def token_ids(self) -> list[int]:
-        return [s.token_id for s in self.steps]
-
-    @property
-    def logprobs(self) -> list[float]:
-        return [s.logprob for s in self.steps]
-
-    @property
-    def probs(self) -> list[float]:
-        return [s.prob for s in self.steps]
-
-    @property
-    def ranks(self) -> list[int]:
-        return [s.rank for s in self.steps]
-
-    @property
-    def entropy(self) -> list[float]:
-        return [s.entropy for s in self.steps]
-
-    @property
-    def top_k(self) -> list[list[tuple[str, float]]]:
-        return [list(s.top_k) for s in self.steps]
 
     def __str__(self) -> str:
         return self.text

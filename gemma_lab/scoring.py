@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemma_lab.errors import InputError
-from gemma_lab.token_stats import TokenStats
+from gemma_lab.token_stats import PerTokenViews, TokenStats
 from gemma_lab.tokenizer import IncrementalDecoder
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Score:
+class Score(PerTokenViews):
     """How probable the model finds each token of a text, given the tokens before it.
 
     Attributes:
@@ -35,34 +35,6 @@ class Score:
     text: str
     steps: tuple[TokenStats, ...]
     metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def tokens(self) -> list[str]:
-        return [s.text for s in self.steps]
-
-    @property
-    def token_ids(self) -> list[int]:
-        return [s.token_id for s in self.steps]
-
-    @property
-    def logprobs(self) -> list[float]:
-        return [s.logprob for s in self.steps]
-
-    @property
-    def probs(self) -> list[float]:
-        return [s.prob for s in self.steps]
-
-    @property
-    def ranks(self) -> list[int]:
-        return [s.rank for s in self.steps]
-
-    @property
-    def entropy(self) -> list[float]:
-        return [s.entropy for s in self.steps]
-
-    @property
-    def top_k(self) -> list[list[tuple[str, float]]]:
-        return [list(s.top_k) for s in self.steps]
 
     @property
     def total_logprob(self) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -50,3 +51,44 @@ class TokenStats:
             "entropy": self.entropy,
             "top_k": [[piece, prob] for piece, prob in self.top_k],
         }
+
+
+class PerTokenViews:
+    """Per-token lists (`tokens`, `logprobs`, `top_k`, ...) of a record that has `steps`.
+
+    Example:
+        >>> class Record(PerTokenViews):
+        ...     steps = (TokenStats(5, "a", "a", -0.1, 1, 0.3, (("a", 0.9),), (5,)),)
+        >>> Record().token_ids, Record().ranks
+        ([5], [1])
+    """
+
+    steps: Sequence[TokenStats]
+
+    @property
+    def tokens(self) -> list[str]:
+        return [s.text for s in self.steps]
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [s.token_id for s in self.steps]
+
+    @property
+    def logprobs(self) -> list[float]:
+        return [s.logprob for s in self.steps]
+
+    @property
+    def probs(self) -> list[float]:
+        return [s.prob for s in self.steps]
+
+    @property
+    def ranks(self) -> list[int]:
+        return [s.rank for s in self.steps]
+
+    @property
+    def entropy(self) -> list[float]:
+        return [s.entropy for s in self.steps]
+
+    @property
+    def top_k(self) -> list[list[tuple[str, float]]]:
+        return [list(s.top_k) for s in self.steps]
