@@ -69,6 +69,7 @@ class GemmaLab:
         self.top_k = top_k
         self.context_length = _CONTEXT_BY_ARCH.get(type(self.backbone).__name__, 8192)
         self.adapter_name: str | None = None
+        self._compiled: dict[str, Any] = {}
 
     # --- identity --------------------------------------------------------------------------
     @property
@@ -83,12 +84,26 @@ class GemmaLab:
     def backend(self) -> str:
         return import_keras().config.backend()
 
-    @cached_property
+    @property
     def compiled(self) -> Any:
         """Compiled prefill / decode step / forward functions (built on first use)."""
         from gemma_lab.decoding import CompiledModel
 
-        return CompiledModel(self.causal_lm, top_k=self.top_k)
+        return self.compiled_for("decoding", lambda: CompiledModel(self.causal_lm, self.top_k))
+
+    def compiled_for(self, name: str, build: Any) -> Any:
+        """The session's compiled function set `name`, built by `build()` on first use.
+
+        Compiled functions capture the model's variable list, so every one lives here,
+        where `invalidate_compiled()` can drop them all when that list changes (LoRA).
+        """
+        if name not in self._compiled:
+            self._compiled[name] = build()
+        return self._compiled[name]
+
+    def invalidate_compiled(self) -> None:
+        """Forget every compiled function; the next use rebuilds (and retraces) them."""
+        self._compiled.clear()
 
     def metadata(self, sampler: SamplerConfig | None = None) -> dict[str, Any]:
         """Provenance attached to every result."""

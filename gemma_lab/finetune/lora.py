@@ -7,7 +7,6 @@ once enabled, so "no adapter" is B = 0: the effective kernel is then exactly the
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -110,13 +109,7 @@ def zero_lora(backbone: Any) -> None:
 def invalidate_compiled(session: GemmaLab) -> None:
     """Drop compiled functions that captured the model's variable list before LoRA added
     variables; they are rebuilt (and retraced) on next use."""
-    session.__dict__.pop("compiled", None)
-    # The inspect modules cache compiled functions per session too; forget ours if loaded.
-    for module_name, cache_name in (("gemma_lab.inspect.trace", "_TRACERS"),
-                                    ("gemma_lab.inspect.attribution", "_COMPILED")):
-        cache = getattr(sys.modules.get(module_name), cache_name, None)
-        if cache is not None:
-            cache.pop(session, None)
+    session.invalidate_compiled()
 
 
 __all__ = [

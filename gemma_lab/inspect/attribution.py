@@ -3,7 +3,6 @@ of a target continuation (gradient × input, or integrated gradients)."""
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,15 +97,9 @@ class TargetLogprob:
         return to_numpy(self._value(embeddings, *inputs)).astype("float64")
 
 
-_COMPILED: weakref.WeakKeyDictionary[Any, TargetLogprob] = weakref.WeakKeyDictionary()
-
-
 def target_logprob_for(session: GemmaLab) -> TargetLogprob:
     """The session's compiled `TargetLogprob`, built on first use."""
-    compiled = _COMPILED.get(session)
-    if compiled is None or compiled.causal_lm is not session.causal_lm:
-        compiled = _COMPILED[session] = TargetLogprob(session.causal_lm)
-    return compiled
+    return session.compiled_for("attribution", lambda: TargetLogprob(session.causal_lm))
 
 
 def path_points(steps: int, start: float = PATH_START) -> tuple[np.ndarray, np.ndarray]:
@@ -115,10 +108,12 @@ def path_points(steps: int, start: float = PATH_START) -> tuple[np.ndarray, np.n
 
     Why not uniform in α: with a zero baseline, every RMSNorm on the path (pre-attention,
     query/key and post norms) sees inputs ~α and switches from linear to scale-invariant
-    around α·|x| ≈ √ε = 1e-3, cascading through the block down to α ≈ 1e-20; most of
-    log p(x) − log p(0) changes there, which a uniform grid never samples (its first point
-    is 1/(2·steps)): on the tiny test models a uniform grid is off by 20-160% at 64 to 256
-    steps, this one by < 1% at 256. Below `start`, log p no longer moves (< 1e-4).
+    around α·|x| ≈ √ε = 1e-3, cascading through the block down to α ≈ 1e-20. Much of
+    log p(x) − log p(0) can change there, which a uniform grid never samples (its first
+    point is 1/(2·steps)): on the tiny test models a uniform grid is off by 20-160% at 64
+    to 256 steps, this one by < 1% at 256 (< 6% on every prompt tried). On Gemma 3 270M,
+    "The capital of France is" → " Paris": 109% off at 32 steps, 1.3% at 256, 0.7% at 512.
+    Below `start`, log p no longer moves (< 1e-4).
 
     Example:
         >>> alphas, weights = path_points(256)
@@ -150,8 +145,8 @@ def attribute_text(session: GemmaLab, prompt: str, target: str, method: str = "g
     "integrated_gradients": Σ_hidden (x − x₀) · ∫₀¹ ∂logp/∂x(x₀ + α(x − x₀)) dα, with baseline
     x₀ = zero embeddings for the prompt tokens (<bos> and the target kept), integrated by the
     midpoint rule with `steps` points in log α (`path_points`); the scores then sum to
-    target_logprob − baseline_logprob, to within about 1% from 256 steps (fewer steps are
-    faster but coarser; `completeness_error` says by how much).
+    target_logprob − baseline_logprob, to within a few % from 256 steps; the default 32
+    is a quick look only (`completeness_error`, and the repr, say how far off it is).
 
     Example:
         >>> from gemma_lab.testing import tiny_session

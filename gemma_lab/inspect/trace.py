@@ -3,7 +3,6 @@ stream and the logit lens, by running the model's own decoder blocks sublayer by
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -65,15 +64,9 @@ class Tracer:
         return ops.cast(ops.stack(residual), "float32"), stacked
 
 
-_TRACERS: weakref.WeakKeyDictionary[Any, Tracer] = weakref.WeakKeyDictionary()
-
-
 def tracer_for(session: GemmaLab) -> Tracer:
-    """The session's `Tracer`, built on first use and dropped with the session."""
-    tracer = _TRACERS.get(session)
-    if tracer is None or tracer.causal_lm is not session.causal_lm:
-        tracer = _TRACERS[session] = Tracer(session.causal_lm, k=session.top_k)
-    return tracer
+    """The session's `Tracer`, built on first use and kept with the session."""
+    return session.compiled_for("trace", lambda: Tracer(session.causal_lm, k=session.top_k))
 
 
 def _selection(values: Sequence[int] | int | None, count: int, what: str) -> tuple[int, ...]:
