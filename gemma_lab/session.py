@@ -219,8 +219,11 @@ class GemmaLab:
         return trace_text(self, text, layers=layers, heads=heads)
 
     def attribute(self, prompt: str, target: str, method: str = "grad_x_input",
-                  steps: int = 32) -> Any:
+                  steps: int = 256) -> Any:
         """Attribute the log-probability of `target` after `prompt` to the prompt's tokens.
+
+        `method`: "grad_x_input" or "integrated_gradients" (`steps` path points; 256 keeps
+        the completeness error of Gemma 3 270M near 1%, 32 leaves it far off).
 
         Example:
             >>> from gemma_lab.testing import tiny_session

@@ -138,7 +138,7 @@ def embed_tokens(backbone: Any, token_ids: list[int], length: int | None = None)
 
 
 def attribute_text(session: GemmaLab, prompt: str, target: str, method: str = "grad_x_input",
-                   steps: int = 32) -> Attribution:
+                   steps: int = 256) -> Attribution:
     """Attribute log p(target | <bos> prompt) to the prompt's tokens; see `Attribution`.
 
     "grad_x_input": Σ_hidden ∂logp/∂x · x at the prompt's embeddings.
