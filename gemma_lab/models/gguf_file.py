@@ -6,6 +6,7 @@ Everything here is numpy; nothing imports Keras. Malformed files raise `GGUFErro
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from gemma_lab.errors import GGUFError
+from gemma_lab.models.gguf_validate import SUPPORTED_ARCHITECTURES, validate_gguf
 
-SUPPORTED_ARCHITECTURES = ("gemma", "gemma2", "gemma3")
+__all__ = ["SUPPORTED_ARCHITECTURES", "GGUFModel", "GemmaHyperParams", "read_gguf"]
 
 # Layer counts of the 27B models, whose query scale is hidden/heads instead of head_dim
 # (GGUF does not store query_pre_attn_scalar; llama.cpp keys off the model size the same way).
@@ -96,10 +98,16 @@ class GGUFModel:
         if t is None:
             raise GGUFError(f"Tensor {name!r} is missing from {self.path}; the file is incomplete.")
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))
-        if t.tensor_type == GGMLQuantizationType.F32:
-            array = np.asarray(t.data, dtype=np.float32)
-        else:
-            array = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+        try:
+            if t.tensor_type == GGMLQuantizationType.F32:
+                array = np.asarray(t.data, dtype=np.float32)
+            else:
+                array = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+        except (ValueError, NotImplementedError, TypeError) as err:
+            raise GGUFError(
+                f"Tensor {name!r} in {self.path} cannot be dequantised ({err}); the file is "
+                "corrupt or uses an unsupported type."
+            ) from err
         if array.size != int(np.prod(shape)):
             raise GGUFError(
                 f"Tensor {name!r} in {self.path} holds {array.size} values but declares "
@@ -151,10 +159,20 @@ def _positive_int(value: Any, key: str, upper: int) -> int:
     return number
 
 
+def _float(value: Any, key: str, lower: float = -math.inf, upper: float = math.inf) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise GGUFError(f"GGUF key {key!r} should be a number, got {value!r}.") from err
+    if not lower < number < upper:
+        raise GGUFError(f"GGUF key {key!r} = {number} is outside the range ({lower}, {upper}).")
+    return number
+
+
 def _hyper_params(reader: Any, arch: str) -> GemmaHyperParams:
     tokens = _field(reader, "tokenizer.ggml.tokens")
     vocab_size = len(tokens)
-    num_layers = _positive_int(_field(reader, f"{arch}.block_count"), "block_count", 1024)
+    num_layers = _positive_int(_field(reader, f"{arch}.block_count"), "block_count", 512)
     num_heads = _positive_int(_field(reader, f"{arch}.attention.head_count"), "head_count", 1024)
     num_kv = _positive_int(
         _field(reader, f"{arch}.attention.head_count_kv", num_heads), "head_count_kv", 1024
@@ -179,17 +197,25 @@ def _hyper_params(reader: Any, arch: str) -> GemmaHyperParams:
             _field(reader, f"{arch}.feed_forward_length"), "feed_forward_length", 1 << 20
         ),
         head_dim=head_dim,
-        layer_norm_epsilon=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
+        layer_norm_epsilon=_float(
+            _field(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-6), "rms_epsilon", 0, 1
+        ),
         context_length=_positive_int(
             _field(reader, f"{arch}.context_length", 8192), "context_length", 1 << 24
         ),
         sliding_window_size=None
         if window is None
         else _positive_int(window, "sliding_window", 1 << 24),
-        attention_logit_soft_cap=None if soft_attn is None else float(soft_attn),
-        final_logit_soft_cap=None if soft_final is None else float(soft_final),
+        attention_logit_soft_cap=None
+        if soft_attn is None
+        else _float(soft_attn, "attn_logit_softcapping", 0),
+        final_logit_soft_cap=None
+        if soft_final is None
+        else _float(soft_final, "final_logit_softcapping", 0),
         query_head_dim_normalize=num_layers not in _QUERY_SCALE_BY_HIDDEN.get(arch, set()),
-        global_rope_scaling_factor=float(_field(reader, f"{arch}.rope.scaling.factor", 1.0)),
+        global_rope_scaling_factor=_float(
+            _field(reader, f"{arch}.rope.scaling.factor", 1.0), "rope.scaling.factor", 0, 1e6
+        ),
     )
 
 
@@ -210,10 +236,10 @@ def _vocabulary(reader: Any) -> GGUFVocabulary:
         )
 
     def token_id(key: str, default: int) -> int:
-        value = int(_field(reader, f"tokenizer.ggml.{key}", default))
-        if not 0 <= value < n:
-            raise GGUFError(f"tokenizer.ggml.{key} = {value} is outside the vocabulary (size {n}).")
-        return value
+        raw = _field(reader, f"tokenizer.ggml.{key}", default)
+        if isinstance(raw, bool) or not isinstance(raw, (int, np.integer)) or not 0 <= raw < n:
+            raise GGUFError(f"tokenizer.ggml.{key} = {raw!r} is outside the vocabulary (size {n}).")
+        return int(raw)
 
     return GGUFVocabulary(
         tokens=tokens,
@@ -239,6 +265,8 @@ def read_gguf(path: str | Path, sha256: str | None = None) -> GGUFModel:
     path = Path(path)
     if not path.is_file():
         raise GGUFError(f"No GGUF file at {path}. Check the path.")
+    # Bounded checks first: GGUFReader parses eagerly and trusts every count in the file.
+    validate_gguf(path)
     try:
         from gguf import GGUFReader
 

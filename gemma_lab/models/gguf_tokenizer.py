@@ -72,4 +72,20 @@ def sentencepiece_proto(vocabulary: GGUFVocabulary) -> bytes:
             piece.type = piece_type
         else:
             raise GGUFError(f"Token {index} ({piece_text!r}) has unknown type {piece_type}.")
-    return proto.SerializeToString()
+    serialized = proto.SerializeToString()
+    _check_loads(serialized)
+    return serialized
+
+
+def _check_loads(serialized: bytes) -> None:
+    # SentencePiece has rules of its own (e.g. all 256 byte pieces when any is present);
+    # break them here, as a GGUFError, rather than later inside keras-hub.
+    import sentencepiece as spm
+
+    try:
+        spm.SentencePieceProcessor(model_proto=serialized)
+    except RuntimeError as err:
+        raise GGUFError(
+            f"The GGUF vocabulary does not form a valid SentencePiece model ({err}); "
+            "the file is corrupt or not a Gemma tokenizer."
+        ) from err
