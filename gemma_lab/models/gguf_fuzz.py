@@ -142,7 +142,18 @@ def run_fuzz(seed_path: str | Path, cases: int, seed: int = 0,
     bad = sum(n for k, n in outcomes.items() if not k.startswith(("ok", "GemmaLabError")))
     return {"cases": cases, "outcomes": dict(outcomes), "strategies": dict(strategies),
             "bad": bad, "crashes": crashes[:20],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> int:
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would report the parent's peak.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,10 +45,36 @@ def _from_preset(preset: str, dtype: str) -> Any:
 
     # int8 loads float32 weights, then quantizes them with Keras.
     load_dtype = "float32" if dtype == "int8" else dtype
-    causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=load_dtype)
+    try:
+        with _safe_mode():
+            causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=load_dtype)
+    except (TypeError, ValueError) as err:
+        if not any(hint in str(err) for hint in _UNSAFE_CONFIG_HINTS):
+            raise
+        raise ModelLoadError(
+            f"The preset {preset!r} asks Keras to run code or build a class it does not know "
+            f"({err}). gemma_lab loads presets in Keras safe mode and will not run it: use a "
+            "preset saved by keras-hub's save_to_preset, or a .gguf file."
+        ) from err
     if dtype == "int8":
         causal_lm.quantize("int8")
     return causal_lm
+
+
+# Keras' messages when safe mode refuses a lambda or a config names an unknown class.
+_UNSAFE_CONFIG_HINTS = ("lambda", "arbitrary code", "Could not locate", "Could not deserialize",
+                        "no class registered", "KerasSaveable")
+
+
+def _safe_mode() -> Any:
+    """Keras safe mode for this load, even if the process enabled unsafe deserialization."""
+    try:
+        from keras.src.saving.serialization_lib import SafeModeScope  # no public alias
+    except ImportError:  # pragma: no cover - Keras moved it; its default is safe mode anyway
+        import contextlib
+
+        return contextlib.nullcontext()
+    return SafeModeScope(True)
 
 
 def _converted_preset(gguf_path: Path | None, sha256: str, progress: bool) -> Path:
