@@ -67,14 +67,17 @@ _UNSAFE_CONFIG_HINTS = ("lambda", "arbitrary code", "Could not locate", "Could n
 
 
 def _safe_mode() -> Any:
-    """Keras safe mode for this load, even if the process enabled unsafe deserialization."""
+    """Keras' default safe mode for this load, even if the process enabled unsafe
+    deserialization: configs may not carry lambdas (deserialize_keras_object's default).
+    The scope is reset to "unset", not True: True would also refuse keras-hub's own
+    tokenizer assets inside the preset directory."""
     try:
         from keras.src.saving.serialization_lib import SafeModeScope  # no public alias
     except ImportError:  # pragma: no cover - Keras moved it; its default is safe mode anyway
         import contextlib
 
         return contextlib.nullcontext()
-    return SafeModeScope(True)
+    return SafeModeScope(None)
 
 
 def _converted_preset(gguf_path: Path | None, sha256: str, progress: bool) -> Path:
