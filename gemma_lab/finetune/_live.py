@@ -21,18 +21,21 @@ def _in_kernel() -> bool:
 class LiveFeedback:
     """Progress bar (always, unless disabled) and optional live loss figure.
 
-    `figure=None` shows the live curve only inside a Jupyter kernel with ipywidgets.
+    `figure=None` shows the live curve only inside a Jupyter kernel with ipywidgets; a plotly
+    FigureWidget of `loss_figure` (a panel's own) is drawn into instead of a new one.
     Figure updates are throttled to one per `interval` seconds; `close()` draws the final state.
     """
 
     def __init__(self, total_steps: int, steps_per_epoch: int, *, progress: bool,
-                 figure: bool | None, interval: float = 0.5):
+                 figure: Any, interval: float = 0.5):
         self.steps_per_epoch = steps_per_epoch
         self.interval = interval
         self.bar = progress_counter(total_steps, desc="Fine-tuning", unit="step",
                                     disable=not progress)
         self.widget: Any = None
-        if figure or (figure is None and progress and _in_kernel()):
+        if hasattr(figure, "batch_update"):
+            self.widget = figure
+        elif figure or (figure is None and progress and _in_kernel()):
             self.widget = _figure_widget(steps_per_epoch)
         self._last_draw = 0.0
         self._train: list[float] = []

@@ -1,0 +1,283 @@
+"""The generation Playground: prompt, sampler controls, Generate / Stop, streamed tokens
+coloured by probability, alternatives of a clicked token, branching and branch history."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+import plotly.graph_objects as go
+
+from gemma_lab.errors import GemmaLabError, InputError
+from gemma_lab.figures import steps_figure
+from gemma_lab.generation import MAX_NEW_TOKENS_LIMIT, GenerationStream
+from gemma_lab.sampling import SamplerConfig
+from gemma_lab.widgets._background import BackgroundJob
+from gemma_lab.widgets._branches import Branch, forced_step
+from gemma_lab.widgets._token_strip import TokenStrip, prompt_entries, step_entry
+
+if TYPE_CHECKING:
+    from gemma_lab.session import GemmaLab
+    from gemma_lab.token_stats import TokenStats
+
+
+class Playground(w.VBox):
+    """Generate interactively: tokens stream in coloured by probability; click one to see
+    its top-k alternatives and branch (regenerate from there with an alternative).
+
+    Generation runs on a background thread, so Stop works (within one decode step) and a
+    second Generate while busy is ignored. `update_interval` throttles how often the token
+    strip is refreshed while streaming (0: every token).
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> playground = Playground(tiny_session(), prompt="hello", max_new_tokens=4)
+        >>> playground.generate_button.click(); playground.wait()
+        >>> len(playground.branches), len(playground.current.steps) <= 4
+        (1, True)
+    """
+
+    def __init__(self, lab: GemmaLab, prompt: str = "", max_new_tokens: int = 64,
+                 temperature: float = 0.0, update_interval: float = 0.1):
+        self.lab = lab
+        self.update_interval = update_interval
+        self.branches: list[Branch] = []
+        self._stream: GenerationStream | None = None
+        self._job = BackgroundJob(self._set_busy, self._show_error)
+
+        self.prompt = w.Textarea(value=prompt, placeholder="Prompt",
+                                 layout=w.Layout(width="100%", height="80px"))
+        self.max_new_tokens = w.BoundedIntText(value=max_new_tokens, min=1,
+                                               max=MAX_NEW_TOKENS_LIMIT,
+                                               description="max tokens")
+        self.temperature = w.BoundedFloatText(value=temperature, min=0.0, max=10.0, step=0.1,
+                                              description="temperature")
+        self.top_k = w.BoundedIntText(value=0, min=0, max=lab.tokenizer.vocabulary_size,
+                                      description="top-k", tooltip="0: all tokens")
+        self.top_p = w.BoundedFloatText(value=1.0, min=0.01, max=1.0, step=0.05,
+                                        description="top-p", tooltip="1: all tokens")
+        self.seed = w.Text(value="", placeholder="none", description="seed")
+        self.generate_button = w.Button(description="Generate", button_style="primary",
+                                        icon="play")
+        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop",
+                                    disabled=True)
+        self.status = w.Label(value=f"Model: {lab.model_id} ({lab.backend})")
+        self.strip = TokenStrip()
+        self.token_info = w.Label(value="Click a generated token to see its alternatives.")
+        self.alternatives = w.Select(options=[], rows=5, description="alternatives",
+                                     layout=w.Layout(width="60%"))
+        self.branch_button = w.Button(description="Branch from here", icon="code-fork",
+                                      disabled=True)
+        self.history = w.Dropdown(options=[], description="branches",
+                                  layout=w.Layout(width="100%"))
+        self.figure_box = w.VBox()
+
+        self.generate_button.on_click(lambda _: self.generate())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.branch_button.on_click(lambda _: self.branch())
+        self.strip.observe(self._on_token_selected, names="selected")
+        self.history.observe(self._on_history, names="value")
+
+        controls = w.HBox([self.max_new_tokens, self.temperature, self.top_k, self.top_p,
+                           self.seed], layout=w.Layout(flex_flow="row wrap"))
+        super().__init__([
+            self.prompt, controls,
+            w.HBox([self.generate_button, self.stop_button, self.status]),
+            self.strip, self.token_info,
+            w.HBox([self.alternatives, self.branch_button]),
+            self.history, self.figure_box,
+        ])
+        self.add_class("gemma-lab-playground")
+
+    # --- state -------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._job.busy
+
+    @property
+    def current(self) -> Branch | None:
+        """The branch shown now (None before the first generation)."""
+        index = self.history.value
+        return None if index is None else self.branches[index]
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that ended the last run, if one did."""
+        return self._job.error
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the running generation has finished (for scripts and tests)."""
+        self._job.wait(timeout)
+
+    # --- actions -----------------------------------------------------------------------
+    def generate(self) -> bool:
+        """Start a fresh generation from the prompt box; False if one is already running."""
+        if self.busy:
+            return False
+        try:
+            running = self.lab.stream(self.prompt.value, **self._sampling())
+        except GemmaLabError as error:
+            self._show_error(str(error))
+            return False
+        branch = Branch(prompt=running.prompt, prompt_ids=tuple(running.prompt_ids),
+                        prompt_tokens=(), steps=())
+        return self._start(running, branch)
+
+    def branch(self) -> bool:
+        """Regenerate from the selected token with the selected alternative in its place."""
+        parent_index, parent = self.history.value, self.current
+        position = self._selected_position()
+        if self.busy or parent is None or position is None or self.alternatives.value is None:
+            return False
+        forced = forced_step(parent.steps[position], self.alternatives.value)
+        inherited = (*parent.steps[:position], forced)
+        options = self._sampling()
+        try:
+            running = GenerationStream(
+                self.lab, parent.prompt + "".join(s.text for s in inherited),
+                max_new_tokens=options["max_new_tokens"],
+                sampler=SamplerConfig(**{k: v for k, v in options.items()
+                                         if k != "max_new_tokens"}),
+                stop=[], prompt_ids=parent.prefix_ids(position, forced.token_id),
+            )
+        except GemmaLabError as error:
+            self._show_error(str(error))
+            return False
+        branch = Branch(prompt=parent.prompt, prompt_ids=parent.prompt_ids,
+                        prompt_tokens=parent.prompt_tokens, steps=inherited,
+                        parent=parent_index, forced=position)
+        return self._start(running, branch)
+
+    def stop(self) -> None:
+        """Ask the running generation to finish after the decode step in progress."""
+        if self._stream is not None:
+            self._stream.stop()
+
+    # --- the run -----------------------------------------------------------------------
+    def _start(self, running: GenerationStream, branch: Branch) -> bool:
+        if self.busy:  # clicks arrive on the kernel's one thread, so this check suffices
+            return False
+        self._stream = running
+        return self._job.start(lambda: self._run(running, branch))
+
+    def _run(self, running: GenerationStream, branch: Branch) -> None:
+        inherited = branch.steps
+        steps: list[TokenStats] = []
+        last_draw = 0.0
+        self._show_tokens(branch)
+        self.status.value = "Generating…"
+        try:
+            for step in running:
+                steps.append(step)
+                if time.monotonic() - last_draw >= self.update_interval:
+                    self._show_tokens(dataclasses.replace(branch, steps=(*inherited, *steps)))
+                    last_draw = time.monotonic()
+        finally:
+            result = running.result
+            if result is not None:
+                branch = dataclasses.replace(
+                    branch, steps=(*inherited, *result.steps),
+                    prompt_tokens=branch.prompt_tokens or result.prompt_tokens,
+                    finish_reason=result.finish_reason)
+                self._add_branch(branch)
+                self.status.value = (f"{len(result.steps)} tokens, {result.finish_reason}, "
+                                     f"{result.timing.get('tokens_per_s', 0.0):.1f} tokens/s")
+            self._stream = None
+
+    def _add_branch(self, branch: Branch) -> None:
+        self.branches.append(branch)
+        index = len(self.branches) - 1
+        self.history.options = [(b.label(i), i) for i, b in enumerate(self.branches)]
+        self.history.value = index  # shows it (see _on_history)
+
+    def _show_tokens(self, branch: Branch) -> None:
+        self.strip.selected = -1
+        self.strip.tokens = [*prompt_entries(branch.prompt_tokens or (branch.prompt,)),
+                             *(step_entry(s, "branch" if i == branch.forced else "generated")
+                               for i, s in enumerate(branch.steps))]
+
+    def _show_figure(self, branch: Branch) -> None:
+        if not branch.steps:
+            self.figure_box.children = ()
+            return
+        figure = steps_figure(branch.steps, "probs",
+                              title="Probability of each token after the prompt")
+        self.figure_box.children = (go.FigureWidget(figure),)
+
+    # --- events ------------------------------------------------------------------------
+    def _on_history(self, change: dict[str, Any]) -> None:
+        index = change["new"]
+        if index is None:
+            return
+        branch = self.branches[index]
+        self._show_tokens(branch)
+        self._show_figure(branch)
+        self._clear_alternatives()
+
+    def _on_token_selected(self, change: dict[str, Any]) -> None:
+        position = self._selected_position()
+        branch = self.current
+        if position is None or branch is None or self.busy:
+            self._clear_alternatives()
+            return
+        step = branch.steps[position]
+        self.token_info.value = (f"Token {position} {step.text or step.piece!r}: "
+                                 f"p {step.prob:.4f}, rank {step.rank}, "
+                                 f"entropy {step.entropy:.3f} nats")
+        self.alternatives.options = [(f"{piece!r}  p {prob:.4f}", j)
+                                     for j, (piece, prob) in enumerate(step.top_k)]
+        # Preselect the best alternative that differs from the chosen token.
+        others = [j for j, token_id in enumerate(step.top_k_ids) if token_id != step.token_id]
+        self.alternatives.value = others[0] if others else 0
+        self.branch_button.disabled = False
+
+    def _selected_position(self) -> int | None:
+        branch = self.current
+        if branch is None or self.strip.selected < 0:
+            return None
+        position = self.strip.selected - len(prompt_entries(branch.prompt_tokens))
+        return position if 0 <= position < len(branch.steps) else None
+
+    def _clear_alternatives(self) -> None:
+        self.alternatives.options = []
+        self.branch_button.disabled = True
+        self.token_info.value = "Click a generated token to see its alternatives."
+
+    def _set_busy(self, busy: bool) -> None:
+        self.generate_button.disabled = busy
+        self.branch_button.disabled = busy or self.alternatives.value is None
+        self.history.disabled = busy
+        self.stop_button.disabled = not busy
+
+    def _show_error(self, message: str) -> None:
+        self.status.value = message
+
+    def _sampling(self) -> dict[str, Any]:
+        seed_text = self.seed.value.strip()
+        try:
+            seed = int(seed_text) if seed_text else None
+        except ValueError:
+            raise InputError(f"seed must be an integer or empty, got {seed_text!r}.") from None
+        return {
+            "max_new_tokens": self.max_new_tokens.value,
+            "temperature": self.temperature.value,
+            "top_k": self.top_k.value or None,
+            "top_p": None if self.top_p.value >= 1.0 else self.top_p.value,
+            "seed": seed,
+        }
+
+
+def playground(lab: GemmaLab, **options: Any) -> Playground:
+    """Open the generation Playground on `lab` (what `%gemma playground` shows).
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> playground(tiny_session()).generate_button.description
+        'Generate'
+    """
+    return Playground(lab, **options)
+
+
+__all__ = ["Playground", "playground"]
