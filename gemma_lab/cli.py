@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="preset name, handle, preset dir or .gguf (default: embedded)")
     gen.add_argument("--dtype", choices=DTYPES, default="float32")
     gen.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
+    gen.add_argument("--json", action="store_true",
+                     help="print the finished result as one v1 JSON object instead of streaming")
     _backend_flag(gen)
 
     conv = command("convert", convert, "convert a Gemma GGUF file to a keras-hub preset dir")
@@ -271,6 +273,12 @@ def generate(args: argparse.Namespace) -> int:
                          f"got {args.max_new_tokens}.")
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     lab = gemma_lab.load(args.model, dtype=args.dtype, progress=not args.quiet)
+    if args.json:
+        result = lab.generate(prompt, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              seed=args.seed, stop=args.stop)
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        return 0
     running = lab.stream(prompt, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          seed=args.seed, stop=args.stop)

@@ -83,6 +83,20 @@ def test_generate_streams_from_a_preset_dir(tmp_path, tiny_lab, capsys):
     assert capsys.readouterr().out == expected + "\n"
 
 
+def test_generate_json_prints_the_v1_payload(tmp_path, tiny_lab, capsys):
+    from gemma_lab.schema import JSON_SCHEMA
+
+    jsonschema = pytest.importorskip("jsonschema")
+    tiny_lab.causal_lm.save_to_preset(str(tmp_path / "tiny"))
+    assert main(["generate", "hello", "--model", str(tmp_path / "tiny"),
+                 "--max-new-tokens", "4", "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    jsonschema.validate(result, JSON_SCHEMA)
+    expected = tiny_lab.generate("hello", max_new_tokens=4)
+    generated = [t["id"] for t in result["tokens"] if t["role"] == "generated"]
+    assert generated == expected.token_ids and result["text"] == expected.text
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [(["--max-new-tokens", "0"], "--max-new-tokens must be in 1..8192, got 0."),
