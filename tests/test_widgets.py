@@ -1,0 +1,214 @@
+"""The widgets driven programmatically on the tiny model: set values, click, read state."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import gemma_lab.magics
+from gemma_lab.models.loading import LoadedModel
+from gemma_lab.session import GemmaLab
+from gemma_lab.testing import run_magic, tiny_causal_lm
+from gemma_lab.widgets import AttentionExplorer, FinetunePanel, Playground
+
+WAIT_S = 120
+
+
+def generated(playground: Playground) -> list[dict]:
+    return [t for t in playground.strip.tokens if t["role"] != "prompt"]
+
+
+def test_playground_streams_tokens_coloured_by_probability_and_ignores_a_second_click(
+        tiny_lab):
+    playground = Playground(tiny_lab, prompt="hello <b>world</b>", max_new_tokens=6,
+                            update_interval=0)
+    during_run = []
+
+    def while_streaming(change):
+        if len(generated(playground)) == 1:  # on the worker thread, mid-generation
+            during_run.append((playground.generate(), playground.generate_button.disabled,
+                               playground.stop_button.disabled))
+
+    playground.strip.observe(while_streaming, names="tokens")
+    playground.generate_button.click()
+    playground.generate_button.click()  # while busy: ignored
+    playground.wait(WAIT_S)
+
+    assert playground.error is None
+    assert during_run == [(False, True, False)]
+    assert len(playground.branches) == 1
+    branch = playground.current
+    expected = tiny_lab.generate("hello <b>world</b>", max_new_tokens=6)
+    assert [s.token_id for s in branch.steps] == expected.token_ids
+    tokens = playground.strip.tokens
+    prompt = [t for t in tokens if t["role"] == "prompt"]
+    assert "".join(t["text"] for t in prompt) == "hello <b>world</b>"  # raw: JS sets textContent
+    assert all(t["prob"] is None for t in prompt)
+    assert [t["prob"] for t in generated(playground)] == pytest.approx(expected.probs)
+    assert playground.generate_button.disabled is False
+    assert playground.stop_button.disabled is True
+    figure = playground.figure_box.children[0]
+    assert list(figure.data[0].y) == pytest.approx(expected.probs)
+
+
+def test_stop_ends_generation_within_one_decode_step(tiny_lab):
+    # 24 tokens keep the compiled length bucket of the other tests; it stops after ~2.
+    playground = Playground(tiny_lab, prompt="hello", max_new_tokens=24, update_interval=0)
+    clicked_at = []
+
+    def stop_after_two(change):
+        count = len(generated(playground))
+        if count >= 2 and not clicked_at:
+            clicked_at.append(count)
+            playground.stop_button.click()
+
+    playground.strip.observe(stop_after_two, names="tokens")
+    playground.generate_button.click()
+    playground.wait(WAIT_S)
+
+    branch = playground.current
+    assert branch.finish_reason == "stopped"
+    assert clicked_at[0] <= len(branch.steps) <= clicked_at[0] + 1
+    assert playground.stop_button.disabled and not playground.generate_button.disabled
+    assert playground.generate()  # the model is usable again
+    playground.wait(WAIT_S)
+    assert len(playground.branches) == 2
+
+
+def test_clicking_a_token_shows_alternatives_and_branch_regenerates_from_it(tiny_lab):
+    playground = Playground(tiny_lab, prompt="the quick brown", max_new_tokens=5)
+    playground.generate_button.click()
+    playground.wait(WAIT_S)
+    parent = playground.current
+    prompt_count = sum(t["role"] == "prompt" for t in playground.strip.tokens)
+
+    playground.strip.selected = prompt_count + 2  # what a click on the third token sets
+    chosen = parent.steps[2]
+    assert [label for label, _ in playground.alternatives.options] == [
+        f"{piece!r}  p {prob:.4f}" for piece, prob in chosen.top_k]
+    alternative = playground.alternatives.value
+    assert chosen.top_k_ids[alternative] != chosen.token_id
+    assert not playground.branch_button.disabled
+
+    playground.branch_button.click()
+    playground.branch_button.click()  # a double click makes one branch
+    playground.wait(WAIT_S)
+    assert len(playground.branches) == 2
+    branch = playground.current
+    assert branch.parent == 0 and branch.forced == 2
+    assert branch.steps[:2] == parent.steps[:2]
+    forced = branch.steps[2]
+    assert forced.token_id == chosen.top_k_ids[alternative]
+    assert forced.rank == alternative + 1
+    assert forced.prob == pytest.approx(chosen.top_k[alternative][1])
+    assert len(branch.steps) == 3 + 5
+    # Greedy continuation of the new prefix: every new token is that position's top choice.
+    assert [s.rank for s in branch.steps[3:]] == [1] * 5
+    assert [t["role"] for t in playground.strip.tokens[prompt_count:]][2] == "branch"
+
+    playground.history.value = 0  # switch back
+    assert [t["text"] for t in generated(playground)] == [s.text or s.piece
+                                                           for s in parent.steps]
+    assert [label.split(" ")[0] for label, _ in playground.history.options] == ["#0", "#1"]
+
+
+def test_bad_sampler_values_are_reported_in_the_status_line(tiny_lab):
+    playground = Playground(tiny_lab, prompt="hello")
+    playground.seed.value = "one"
+    assert playground.generate() is False
+    assert "seed must be an integer" in playground.status.value
+    playground.seed.value = ""
+    playground.prompt.value = "x " * 40_000  # longer than the context
+    assert playground.generate() is False
+    assert "context" in playground.status.value
+    assert playground.branches == [] and not playground.busy
+
+
+def test_attention_explorer_selectors_heatmap_grid_and_clicked_token(tiny_lab):
+    explorer = AttentionExplorer(tiny_lab, text="hello world again")
+    explorer.trace_button.click()
+    explorer.wait(WAIT_S)
+    trace = explorer.trace
+    assert explorer.error is None
+    assert list(explorer.layer.options) == list(trace.layers)
+    assert [value for _, value in explorer.head.options][1:] == list(trace.heads)
+    np.testing.assert_allclose(explorer.heatmap.data[0].z, trace.attention_matrix(0),
+                               rtol=1e-6)
+    assert len(explorer.head_grid.data) == len(trace.heads)
+
+    explorer.head.value = 1
+    np.testing.assert_allclose(explorer.heatmap.data[0].z, trace.attention_matrix(0, 1),
+                               rtol=1e-6)
+    explorer.layer.value = 1
+    assert explorer.head_grid.layout.title.text.startswith("Attention heads of layer 1")
+
+    explorer.strip.selected = 3  # click the fourth token
+    row = trace.attention_matrix(1, 1)[3]
+    np.testing.assert_allclose(explorer.token_view.data[0].y, row, rtol=1e-6)
+    shown = [t["prob"] for t in explorer.strip.tokens]
+    assert shown[:4] == pytest.approx(row[:4].tolist())
+    assert shown[4:] == [None] * (len(trace.tokens) - 4)  # causal: no later keys
+
+
+@pytest.fixture
+def fresh_lab(tmp_path, monkeypatch):
+    """A tiny session of its own (fine-tuning changes the model) and a temporary cache."""
+    monkeypatch.setenv("GEMMA_LAB_CACHE", str(tmp_path / "cache"))
+    return GemmaLab(LoadedModel(tiny_causal_lm(), "tiny", "test", None, "float32"))
+
+
+def test_finetune_panel_start_stop_keep_save_then_discard(fresh_lab, tmp_path):
+    data = [{"prompt": f"question {i}:", "response": f" answer {i}"} for i in range(16)]
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in data))
+    panel = FinetunePanel(fresh_lab)
+    assert panel.start() is False and "Load data first" in panel.status.value
+    panel.data_source.value = str(path)
+    panel.load_button.click()
+    assert "16 examples" in panel.preview.value and "question 0:" in panel.preview.value
+    panel.batch_size.value, panel.held_out.value, panel.rank.value = 2, 0.25, 2
+
+    def stop_after_first_step(change):
+        if change["new"] == 1:
+            panel.stop_button.click()
+
+    panel.progress.observe(stop_after_first_step, names="value")
+    panel.start_button.click()
+    panel.start_button.click()  # while busy: ignored
+    panel.wait(WAIT_S)
+
+    result = panel.result
+    assert panel.error is None
+    assert result.stopped and result.steps in (1, 2) and result.total_steps == 6
+    assert panel.progress.value == result.steps and panel.progress.max == 6
+    assert list(panel.loss.data[0].y) == pytest.approx(result.train_loss)
+    assert result.adapter_kept and fresh_lab.adapters.active.startswith("unsaved-")
+    assert len(result.comparison.before) == 4
+    assert [trace.name for trace in panel.comparison.data] == ["before", "after"]
+    assert "p before" in panel.comparison_table.value
+    assert not panel.save_button.disabled
+
+    panel.adapter_name.value = "panel-test"
+    saved = panel.save()
+    assert saved.exists() and fresh_lab.adapters.active == "panel-test"
+    assert "panel-test" in fresh_lab.adapters.names()
+
+    panel.on_stop.value = False  # discard a stopped run's partial adapter
+    panel.held_out.value = 0.0  # (no held-out scoring: keeps the test short)
+    panel.start_button.click()
+    panel.wait(WAIT_S)
+    assert panel.result.stopped and not panel.result.adapter_kept
+    assert fresh_lab.adapters.active == "panel-test"  # back to the adapter before the run
+
+
+def test_magics_open_the_widgets(tiny_lab):
+    gemma_lab.magics.use(tiny_lab)
+    for command, kind in (("playground", Playground), ("attention", AttentionExplorer),
+                          ("finetune-panel", FinetunePanel)):
+        run = run_magic(f"%gemma {command}")
+        assert run.error is None, run.stderr
+        assert len(run.outputs) == 1
+        assert "application/vnd.jupyter.widget-view+json" in run.outputs[0].data
+        assert kind.__name__ in run.outputs[0].data["text/plain"]
