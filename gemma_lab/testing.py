@@ -70,12 +70,17 @@ def tiny_backbone(architecture: str = "gemma3", num_layers: int = 2, seed: int =
 
 
 def tiny_causal_lm(architecture: str = "gemma3", num_layers: int = 2, seed: int = 0,
-                   dtype: str = "float32") -> Any:
+                   dtype: str = "float32", **hparams: int) -> Any:
     """A random keras-hub CausalLM (with preprocessor) of the given architecture.
+
+    `hparams` override `TINY_HPARAMS` (num_query_heads, num_key_value_heads, hidden_dim,
+    head_dim), e.g. 8 heads so that every weight axis divides an 8-device mesh.
 
     Example:
         >>> tiny_causal_lm("gemma").backbone.num_layers
         2
+        >>> tiny_causal_lm(num_query_heads=8, num_key_value_heads=8).backbone.num_query_heads
+        8
     """
     from gemma_lab.backend import import_keras
     from gemma_lab.models.gguf_convert import build_causal_lm
@@ -93,7 +98,7 @@ def tiny_causal_lm(architecture: str = "gemma3", num_layers: int = 2, seed: int 
         sliding_window_size=None if architecture == "gemma" else 4,
         attention_logit_soft_cap=50.0 if architecture == "gemma2" else None,
         final_logit_soft_cap=30.0 if architecture == "gemma2" else None,
-        **TINY_HPARAMS,
+        **{**TINY_HPARAMS, **hparams},
     )
     causal_lm = build_causal_lm(hp, tiny_proto(), dtype=dtype, sequence_length=64)
     _randomise_norms(causal_lm.backbone, seed)

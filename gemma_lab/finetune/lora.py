@@ -58,7 +58,8 @@ def ensure_lora(session: GemmaLab, rank: int) -> bool:
             f"layer's LoRA rank cannot change. Use rank={current}, or load a fresh session "
             "(gemma_lab.load()) for a different rank."
         )
-    session.backbone.enable_lora(rank)
+    with session.distribution_scope():  # new variables take the session's device layout
+        session.backbone.enable_lora(rank)
     invalidate_compiled(session)
     return True
 

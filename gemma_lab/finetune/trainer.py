@@ -23,6 +23,7 @@ from gemma_lab.finetune._live import LiveFeedback
 from gemma_lab.finetune.compare import Comparison, response_probabilities
 from gemma_lab.finetune.data import Example, TokenisedData, data_hash, load_examples, tokenise
 from gemma_lab.finetune.result import FinetuneResult
+from gemma_lab.models.distribution import check_batch_size
 
 if TYPE_CHECKING:
     from gemma_lab.session import GemmaLab
@@ -87,6 +88,7 @@ class FinetuneRun:
             if self.validation_examples else None
         )
         self.data_sha256 = data_hash(self.train_examples)
+        check_batch_size(session.distribution, self.batch_size)
         self.steps_per_epoch = -(-self.train_data.num_examples // self.batch_size)
         self.result: FinetuneResult | None = None
         self._stop_requested = threading.Event()
@@ -106,6 +108,11 @@ class FinetuneRun:
     def run(self) -> FinetuneResult:
         """Train; on stop or Ctrl-C keep (or, with keep_partial=False, undo) the partial
         adapter and return the result either way."""
+        # On a device mesh, LoRA and optimizer variables and the batches follow its layout.
+        with self.session.distribution_scope():
+            return self._run()
+
+    def _run(self) -> FinetuneResult:
         keras = import_keras()
         session = self.session
         causal_lm = session.causal_lm

@@ -16,6 +16,8 @@ from gemma_lab.models.default_model import (
     default_gguf_path,
     default_gguf_sha256,
 )
+from gemma_lab.models.distribution import make_distribution
+from gemma_lab.models.distribution import scope as distribution_scope
 from gemma_lab.models.gguf_file import read_gguf, sha256_file
 
 DTYPES = ("float32", "bfloat16", "int8")
@@ -31,6 +33,7 @@ class LoadedModel:
     source: str
     weights_sha256: str | None
     dtype: str
+    distribution: Any = None  # the Keras distribution the model was built under, if any
 
 
 def _check_dtype(dtype: str) -> str:
@@ -39,45 +42,18 @@ def _check_dtype(dtype: str) -> str:
     return dtype
 
 
-def _from_preset(preset: str, dtype: str) -> Any:
+def _from_preset(preset: str, dtype: str, distribution: Any = None) -> Any:
     import_keras()
     import keras_hub
 
     # int8 loads float32 weights, then quantizes them with Keras.
     load_dtype = "float32" if dtype == "int8" else dtype
-    try:
-        with _safe_mode():
-            causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=load_dtype)
-    except (TypeError, ValueError) as err:
-        if not any(hint in str(err) for hint in _UNSAFE_CONFIG_HINTS):
-            raise
-        raise ModelLoadError(
-            f"The preset {preset!r} asks Keras to run code or build a class it does not know "
-            f"({err}). gemma_lab loads presets in Keras safe mode and will not run it: use a "
-            "preset saved by keras-hub's save_to_preset, or a .gguf file."
-        ) from err
+    # Variables take their device layout when created: build inside the distribution.
+    with distribution_scope(distribution):
+        causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=load_dtype)
     if dtype == "int8":
         causal_lm.quantize("int8")
     return causal_lm
-
-
-# Keras' messages when safe mode refuses a lambda or a config names an unknown class.
-_UNSAFE_CONFIG_HINTS = ("lambda", "arbitrary code", "Could not locate", "Could not deserialize",
-                        "no class registered", "KerasSaveable")
-
-
-def _safe_mode() -> Any:
-    """Keras' default safe mode for this load, even if the process enabled unsafe
-    deserialization: configs may not carry lambdas (deserialize_keras_object's default).
-    The scope is reset to "unset", not True: True would also refuse keras-hub's own
-    tokenizer assets inside the preset directory."""
-    try:
-        from keras.src.saving.serialization_lib import SafeModeScope  # no public alias
-    except ImportError:  # pragma: no cover - Keras moved it; its default is safe mode anyway
-        import contextlib
-
-        return contextlib.nullcontext()
-    return SafeModeScope(None)
 
 
 def _converted_preset(gguf_path: Path | None, sha256: str, progress: bool) -> Path:
@@ -104,8 +80,10 @@ def _looks_like_preset_dir(path: Path) -> bool:
 
 
 def load_model(spec: str | os.PathLike[str] | None = None, dtype: str = "float32",
-               progress: bool = True) -> LoadedModel:
-    """Load a Gemma CausalLM from a spec (see `gemma_lab.load`).
+               progress: bool = True, distribution: str | None = None,
+               mesh: tuple[int, ...] | None = None) -> LoadedModel:
+    """Load a Gemma CausalLM from a spec (see `gemma_lab.load`), optionally sharded over
+    devices with a Keras distribution ("model_parallel" / "data_parallel", JAX only).
 
     Example:
         >>> loaded = load_model(dtype="float32", progress=False)
@@ -113,9 +91,12 @@ def load_model(spec: str | os.PathLike[str] | None = None, dtype: str = "float32
         18
     """
     _check_dtype(dtype)
+    if distribution is None and mesh is not None:
+        raise InputError("mesh= needs distribution='model_parallel' or 'data_parallel'.")
+    keras_distribution = None if distribution is None else make_distribution(distribution, mesh)
     bar = progress_counter(2, desc="Loading Gemma", disable=not progress)
     try:
-        loaded = _resolve_and_load(spec, dtype, progress, bar)
+        loaded = _resolve_and_load(spec, dtype, progress, bar, keras_distribution)
         bar.update(bar.total - bar.n)  # only a load that worked shows as complete
     finally:
         bar.close()
@@ -123,13 +104,13 @@ def load_model(spec: str | os.PathLike[str] | None = None, dtype: str = "float32
 
 
 def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress: bool,
-                      bar: Any) -> LoadedModel:
+                      bar: Any, distribution: Any = None) -> LoadedModel:
     if spec is None or str(spec) == "default":
         sha = default_gguf_sha256()
         preset = _converted_preset(None, sha, progress)
         bar.update(1)
-        causal_lm = _from_preset(str(preset), dtype)
-        return LoadedModel(causal_lm, DEFAULT_MODEL_ID, "default", sha, dtype)
+        causal_lm = _from_preset(str(preset), dtype, distribution)
+        return LoadedModel(causal_lm, DEFAULT_MODEL_ID, "default", sha, dtype, distribution)
 
     text = os.fspath(spec)
     path = Path(text).expanduser()
@@ -139,7 +120,8 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
         sha = sha256_file(path)
         preset = _converted_preset(path, sha, progress)
         bar.update(1)
-        return LoadedModel(_from_preset(str(preset), dtype), path.name, str(path), sha, dtype)
+        return LoadedModel(_from_preset(str(preset), dtype, distribution), path.name, str(path),
+                           sha, dtype, distribution)
 
     if path.is_dir():
         if not _looks_like_preset_dir(path):
@@ -148,11 +130,13 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
                 "one with causal_lm.save_to_preset(dir), or pass a .gguf file."
             )
         bar.update(1)
-        return LoadedModel(_from_preset(str(path), dtype), path.name, str(path), None, dtype)
+        return LoadedModel(_from_preset(str(path), dtype, distribution), path.name, str(path),
+                           None, dtype, distribution)
 
     if text.startswith(REMOTE_PREFIXES) or _is_known_preset_name(text):
         bar.update(1)
-        return LoadedModel(_load_remote(text, dtype), text, text, None, dtype)
+        return LoadedModel(_load_remote(text, dtype, distribution), text, text, None, dtype,
+                           distribution)
 
     raise ModelLoadError(
         f"Cannot resolve model spec {text!r}: it is not a .gguf file, a preset directory, "
@@ -171,9 +155,9 @@ def _is_known_preset_name(name: str) -> bool:
     )
 
 
-def _load_remote(spec: str, dtype: str) -> Any:
+def _load_remote(spec: str, dtype: str, distribution: Any = None) -> Any:
     try:
-        return _from_preset(spec, dtype)
+        return _from_preset(spec, dtype, distribution)
     except (OSError, ConnectionError, ValueError) as err:
         raise ModelLoadError(
             f"Could not fetch the remote preset {spec!r} ({type(err).__name__}: {err}). "
