@@ -49,11 +49,39 @@ def _from_preset(preset: str, dtype: str, distribution: Any = None) -> Any:
     # int8 loads float32 weights, then quantizes them with Keras.
     load_dtype = "float32" if dtype == "int8" else dtype
     # Variables take their device layout when created: build inside the distribution.
-    with distribution_scope(distribution):
-        causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=load_dtype)
+    try:
+        with distribution_scope(distribution), _safe_mode():
+            causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=load_dtype)
+    except (TypeError, ValueError) as err:
+        if not any(hint in str(err) for hint in _UNSAFE_CONFIG_HINTS):
+            raise
+        raise ModelLoadError(
+            f"The preset {preset!r} asks Keras to run code or build a class it does not know "
+            f"({err}). gemma_lab loads presets in Keras safe mode and will not run it: use a "
+            "preset saved by keras-hub's save_to_preset, or a .gguf file."
+        ) from err
     if dtype == "int8":
         causal_lm.quantize("int8")
     return causal_lm
+
+
+# Keras' messages when safe mode refuses a lambda or a config names an unknown class.
+_UNSAFE_CONFIG_HINTS = ("lambda", "arbitrary code", "Could not locate", "Could not deserialize",
+                        "no class registered", "KerasSaveable")
+
+
+def _safe_mode() -> Any:
+    """Keras' default safe mode for this load, even if the process enabled unsafe
+    deserialization: configs may not carry lambdas (deserialize_keras_object's default).
+    The scope is reset to "unset", not True: True would also refuse keras-hub's own
+    tokenizer assets inside the preset directory."""
+    try:
+        from keras.src.saving.serialization_lib import SafeModeScope  # no public alias
+    except ImportError:  # pragma: no cover - Keras moved it; its default is safe mode anyway
+        import contextlib
+
+        return contextlib.nullcontext()
+    return SafeModeScope(None)
 
 
 def _converted_preset(gguf_path: Path | None, sha256: str, progress: bool) -> Path:
