@@ -84,9 +84,6 @@ def import_keras() -> Any:
     current = active_backend()
     if current is None:
         os.environ["KERAS_BACKEND"] = backend
-        # TensorFlow (imported by keras-hub on every backend) logs CUDA probing at start-up;
-        # in a notebook that lands in the output of `%gemma load`. Users can still opt in.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
             import keras
         except ImportError as err:  # pragma: no cover - depends on the install
