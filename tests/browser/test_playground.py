@@ -1,0 +1,57 @@
+"""The Playground widget in a real JupyterLab: Generate on the default model streams coloured
+tokens and draws a plot; clicking a token lists its alternatives; model text stays text."""
+
+from __future__ import annotations
+
+import jupyterlab_helpers as lab
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.real_model]
+
+MODEL_TIMEOUT_MS = 300_000
+PLAYGROUND = ".gemma-lab-playground"
+PROMPT = "The capital of <b>France</b> is"
+SETUP = f"""\
+import gemma_lab
+from gemma_lab.widgets import Playground
+lab = gemma_lab.load(progress=False)
+playground = Playground(lab, prompt={PROMPT!r}, max_new_tokens=8)
+playground"""
+
+
+def test_playground_generates_coloured_tokens_and_a_plot(jupyter_server, browser_page):
+    page = browser_page
+    lab.write_notebook(jupyter_server.root_dir / "playground.ipynb", [("code", SETUP)])
+    lab.open_notebook(page, jupyter_server, "playground.ipynb")
+    lab.run_cell(page, 0, timeout_ms=MODEL_TIMEOUT_MS)
+
+    widget = lab.cell(page, 0).locator(PLAYGROUND)
+    expect(widget).to_be_visible(timeout=MODEL_TIMEOUT_MS)
+    widget.get_by_role("button", name="Generate").click()
+    # The status line reports the finished run ("8 tokens, length, ...").
+    expect(widget.locator(".widget-label").filter(has_text="tokens/s")).to_be_visible(
+        timeout=MODEL_TIMEOUT_MS)
+
+    strip = widget.locator(".gemma-lab-token-strip")
+    generated = strip.locator(".gemma-lab-token-generated")
+    expect(generated.first).to_be_visible()
+    count = generated.count()
+    assert 1 <= count <= 8
+    probs = [float(p) for p in generated.evaluate_all("ns => ns.map(n => n.dataset.prob)")]
+    assert all(0.0 < p <= 1.0 for p in probs)
+    colours = generated.evaluate_all("ns => ns.map(n => getComputedStyle(n).backgroundColor)")
+    assert len(set(colours)) >= 1 and "rgba(0, 0, 0, 0)" not in colours
+    # The prompt's markup is shown as text, not parsed into elements.
+    assert strip.locator("b").count() == 0
+    expect(strip).to_contain_text("<b>France</b>")
+
+    expect(widget.locator(".js-plotly-plot")).to_be_visible(timeout=MODEL_TIMEOUT_MS)
+    expect(widget.locator(".js-plotly-plot .bars path, .js-plotly-plot .point").first
+           ).to_be_attached()
+
+    generated.nth(0).click()
+    expect(strip.locator(".gemma-lab-token-selected")).to_have_count(1)
+    options = widget.locator(".widget-select select option")
+    expect(options).to_have_count(5)
+    lab.screenshot(page, "playground")
