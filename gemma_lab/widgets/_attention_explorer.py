@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gemma_lab.widgets._background import BackgroundJob
+from gemma_lab.widgets._controls import natural_labels
 from gemma_lab.widgets._figure_widget import replace_figure
 from gemma_lab.widgets._token_strip import TokenStrip, token_entry
 
@@ -50,6 +51,7 @@ class AttentionExplorer(w.VBox):
         self.heatmap = go.FigureWidget()
         self.head_grid = go.FigureWidget()
         self.token_view = go.FigureWidget()
+        natural_labels(self.layer, self.head)
 
         self.trace_button.on_click(lambda _: self.run_trace())
         self.layer.observe(lambda _: self._redraw(), names="value")

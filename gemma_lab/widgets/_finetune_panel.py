@@ -15,6 +15,7 @@ from gemma_lab.errors import GemmaLabError, InputError
 from gemma_lab.figures.loss import loss_figure
 from gemma_lab.finetune import Example, FinetuneRun, load_examples
 from gemma_lab.widgets._background import BackgroundJob
+from gemma_lab.widgets._controls import natural_labels
 from gemma_lab.widgets._figure_widget import replace_figure
 
 if TYPE_CHECKING:
@@ -77,6 +78,9 @@ class FinetunePanel(w.VBox):
         self.comparison_table = w.HTML()
         self.adapter_name = w.Text(placeholder="adapter name", description="adapter")
         self.save_button = w.Button(description="Save adapter", icon="save", disabled=True)
+        natural_labels(self.data_source, self.rank, self.epochs, self.learning_rate,
+                       self.batch_size, self.max_length, self.held_out, self.on_stop,
+                       self.progress, self.adapter_name)
 
         self.load_button.on_click(lambda _: self._load_from_box())
         self.start_button.on_click(lambda _: self.start())

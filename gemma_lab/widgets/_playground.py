@@ -16,6 +16,7 @@ from gemma_lab.generation import MAX_NEW_TOKENS_LIMIT, GenerationStream
 from gemma_lab.sampling import SamplerConfig
 from gemma_lab.widgets._background import BackgroundJob
 from gemma_lab.widgets._branches import Branch, forced_step
+from gemma_lab.widgets._controls import natural_labels
 from gemma_lab.widgets._token_strip import TokenStrip, prompt_entries, step_entry
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class Playground(w.VBox):
         self.history = w.Dropdown(options=[], description="branches",
                                   layout=w.Layout(width="100%"))
         self.figure_box = w.VBox()
+        natural_labels(self.max_new_tokens, self.temperature, self.top_k, self.top_p,
+                       self.seed, self.alternatives, self.history)
 
         self.generate_button.on_click(lambda _: self.generate())
         self.stop_button.on_click(lambda _: self.stop())
