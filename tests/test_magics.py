@@ -321,9 +321,6 @@ def test_load_a_missing_path_is_one_line(shell):
     [
         ("%gemma finetune data", "%gemma finetune"),
         ("%gemma adapters list", "%gemma adapters"),
-        ("%gemma playground", "%gemma playground"),
-        ("%gemma attention", "%gemma attention"),
-        ("%gemma finetune-panel", "%gemma finetune-panel"),
         ("%gemma chat reset", "%gemma chat reset"),
         ("%%gemma --chat\nhi", "--chat"),
         ("%%gemma --no-stream --attention\nhi", "--attention"),
