@@ -161,6 +161,7 @@ def fresh_lab(tmp_path, monkeypatch):
 
 def test_finetune_panel_start_stop_keep_save_then_discard(fresh_lab, tmp_path):
     data = [{"prompt": f"question {i}:", "response": f" answer {i}"} for i in range(16)]
+    data[1]["prompt"] = "<img src=x onerror=alert(1)> question 1:"
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in data))
     panel = FinetunePanel(fresh_lab)
@@ -168,6 +169,7 @@ def test_finetune_panel_start_stop_keep_save_then_discard(fresh_lab, tmp_path):
     panel.data_source.value = str(path)
     panel.load_button.click()
     assert "16 examples" in panel.preview.value and "question 0:" in panel.preview.value
+    assert "&lt;img src=x" in panel.preview.value and "<img" not in panel.preview.value
     panel.batch_size.value, panel.held_out.value, panel.rank.value = 2, 0.25, 2
 
     def stop_after_first_step(change):

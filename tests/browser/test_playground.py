@@ -20,7 +20,7 @@ playground = Playground(lab, prompt={PROMPT!r}, max_new_tokens=8)
 playground"""
 
 
-def test_playground_generates_coloured_tokens_and_a_plot(jupyter_server, browser_page):
+def test_playground_generates_coloured_tokens_and_a_plot(jupyter_server, browser_page, capsys):
     page = browser_page
     lab.write_notebook(jupyter_server.root_dir / "playground.ipynb", [("code", SETUP)])
     lab.open_notebook(page, jupyter_server, "playground.ipynb")
@@ -54,4 +54,5 @@ def test_playground_generates_coloured_tokens_and_a_plot(jupyter_server, browser
     expect(strip.locator(".gemma-lab-token-selected")).to_have_count(1)
     options = widget.locator(".widget-select select option")
     expect(options).to_have_count(5)
-    lab.screenshot(page, "playground")
+    with capsys.disabled():  # the screenshot's path goes to the test log, not the capture
+        lab.screenshot(page, "playground")
