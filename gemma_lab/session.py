@@ -176,8 +176,13 @@ class GemmaLab:
     # --- generation ------------------------------------------------------------------------
     def stream(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-               stop: str | list[str] | None = None) -> GenerationStream:
+               stop: str | list[str] | None = None,
+               prompt_ids: list[int] | None = None) -> GenerationStream:
         """Generate token by token: iterate for `TokenStats`, then read `.result`.
+
+        `prompt_ids` (optional, `<bos>` first) continues exactly these token ids instead of
+        encoding `prompt`, e.g. to branch from a chosen alternative token; `prompt` should then
+        be the text they decode to (it labels the result).
 
         Example:
             >>> from gemma_lab.testing import tiny_session
@@ -192,6 +197,7 @@ class GemmaLab:
             max_new_tokens=max_new_tokens,
             sampler=SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed),
             stop=stops,
+            prompt_ids=None if prompt_ids is None else [int(i) for i in prompt_ids],
         )
 
     def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,

@@ -13,7 +13,6 @@ import plotly.graph_objects as go
 from gemma_lab.errors import GemmaLabError, InputError
 from gemma_lab.figures import steps_figure
 from gemma_lab.generation import MAX_NEW_TOKENS_LIMIT, GenerationStream
-from gemma_lab.sampling import SamplerConfig
 from gemma_lab.widgets._background import BackgroundJob
 from gemma_lab.widgets._branches import Branch, forced_step
 from gemma_lab.widgets._controls import natural_labels
@@ -138,12 +137,9 @@ class Playground(w.VBox):
         inherited = (*parent.steps[:position], forced)
         options = self._sampling()
         try:
-            running = GenerationStream(
-                self.lab, parent.prompt + "".join(s.text for s in inherited),
-                max_new_tokens=options["max_new_tokens"],
-                sampler=SamplerConfig(**{k: v for k, v in options.items()
-                                         if k != "max_new_tokens"}),
-                stop=[], prompt_ids=parent.prefix_ids(position, forced.token_id),
+            running = self.lab.stream(
+                parent.prompt + "".join(s.text for s in inherited), **options,
+                prompt_ids=parent.prefix_ids(position, forced.token_id),
             )
         except GemmaLabError as error:
             self._show_error(str(error))
