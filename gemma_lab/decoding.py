@@ -4,6 +4,11 @@ Each returns per-position distribution statistics computed inside the compiled g
 (top-k, entropy, log-normaliser), so no full-vocabulary array leaves it except the one
 logits row a sampler needs. Sequence lengths are bucketed so new prompt lengths reuse
 compiled code.
+
+Greedy decoding runs several steps inside one compiled loop (`step(..., ahead=n)`): one
+call per step costs a dispatch with every weight as an argument and, on XLA CPU, about 1.8x
+the time of the same step inside keras-hub's compiled `generate` loop; a loop of up to
+`MAX_CHUNK` steps matches it. The statistics of each step still come out per token.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 from gemma_lab.backend import compile_function, import_keras, to_numpy
 
 MIN_BUCKET = 32
+MAX_CHUNK = 16  # most greedy steps one compiled call runs ahead
 
 
 def bucket_length(n: int, limit: int | None = None) -> int:
@@ -61,6 +67,10 @@ class CompiledModel:
         self._prefill = compile_function(self._prefill_fn, causal_lm)
         self._step = compile_function(self._step_fn, causal_lm, donate=(1,))
         self._forward = compile_function(self._forward_fn, causal_lm)
+        self._greedy = compile_function(self._greedy_fn, causal_lm, donate=(1,))
+        self._ahead: dict[tuple[int, int], dict[str, Any]] = {}
+        self._chunks = 0
+        self._last_index = -1
 
     # --- graph functions -------------------------------------------------------------------
     def _prefill_fn(self, token_ids: Any, padding_mask: Any) -> Any:
@@ -76,6 +86,46 @@ class CompiledModel:
         row = ops.cast(logits[0, -1], "float32")
         top_ids, top_logprobs, entropy, log_norm = _stats(ops, row, self.top_k)
         return row, top_ids, top_logprobs, entropy, log_norm, cache
+
+    def _greedy_fn(self, token_id: Any, cache: Any, index: Any, count: Any,
+                   stop_ids: Any) -> tuple[Any, ...]:
+        """Up to `count` (≤ MAX_CHUNK) greedy steps in one loop, ending after a stop id."""
+        ops = self.keras.ops
+        k = self.top_k
+        count = ops.convert_to_tensor(count, "int32")
+        stop_ids = ops.convert_to_tensor(stop_ids, "int32")
+        index = ops.convert_to_tensor(index, "int32")
+
+        def cond(i, token, cache, done, *buffers):
+            return ops.logical_and(i < count, ops.logical_not(done))
+
+        def body(i, token, cache, done, tokens, top_ids, top_logprobs, entropy, logprob):
+            logits, _, cache = self.causal_lm.call_with_cache(token, cache, index + i)
+            row = ops.cast(logits[0, -1], "float32")
+            ids, lps, ent, log_norm = _stats(ops, row, k)
+            chosen = ops.cast(ops.argmax(row), "int32")
+            at = ops.expand_dims(i, 0)
+            tokens = ops.slice_update(tokens, at, ops.reshape(chosen, (1,)))
+            top_ids = ops.slice_update(
+                top_ids, ops.stack([i, 0]), ops.reshape(ops.cast(ids, "int32"), (1, k)))
+            top_logprobs = ops.slice_update(top_logprobs, ops.stack([i, 0]),
+                                            ops.reshape(lps, (1, k)))
+            entropy = ops.slice_update(entropy, at, ops.reshape(ent, (1,)))
+            logprob = ops.slice_update(
+                logprob, at, ops.reshape(ops.max(row) - log_norm, (1,)))
+            done = ops.any(ops.equal(stop_ids, chosen))
+            return (i + 1, ops.reshape(chosen, (1, 1)), cache, done, tokens, top_ids,
+                    top_logprobs, entropy, logprob)
+
+        start = (
+            ops.convert_to_tensor(0, "int32"), token_id, cache,
+            ops.convert_to_tensor(False), ops.zeros((MAX_CHUNK,), "int32"),
+            ops.zeros((MAX_CHUNK, k), "int32"), ops.zeros((MAX_CHUNK, k), "float32"),
+            ops.zeros((MAX_CHUNK,), "float32"), ops.zeros((MAX_CHUNK,), "float32"),
+        )
+        i, _, cache, _, tokens, top_ids, top_logprobs, entropy, logprob = ops.while_loop(
+            cond, body, start, maximum_iterations=MAX_CHUNK)
+        return i, tokens, top_ids, top_logprobs, entropy, logprob, cache
 
     def _forward_fn(self, token_ids: Any, padding_mask: Any) -> tuple[Any, ...]:
         ops = self.keras.ops
@@ -99,8 +149,19 @@ class CompiledModel:
         padding_mask[0, : len(prompt_ids)] = 1
         return self._prefill(token_ids, padding_mask)
 
-    def step(self, token_id: int, cache: Any, index: int) -> tuple[dict[str, np.ndarray], Any]:
-        """Run token `token_id` at position `index`; return next-token statistics and cache."""
+    def step(self, token_id: int, cache: Any, index: int, ahead: int = 0,
+             stop_ids: tuple[int, ...] = ()) -> tuple[dict[str, Any], Any]:
+        """Run token `token_id` at position `index`; return next-token statistics and cache.
+
+        `ahead=0` returns the full logits row (for a host sampler). `ahead=n` decodes greedily:
+        the statistics carry the chosen "token", its "logprob" and "rank", and up to n steps
+        run in one compiled call, served from a buffer by the next calls (`stop_ids` end the
+        run early). The cache returned may already hold the positions decoded ahead; a later
+        step overwrites a position before attending to it, so any continuation stays exact.
+        """
+        if ahead > 0:
+            return self._greedy_step(token_id, cache, index, ahead, stop_ids)
+        self._ahead.clear()
         row, top_ids, top_logprobs, entropy, log_norm, cache = self._step(
             np.array([[token_id]], dtype="int32"), cache, np.array(index, dtype="int32")
         )
@@ -115,6 +176,38 @@ class CompiledModel:
             "log_norm": float(log_norm),
         }
         return stats, cache
+
+    def _greedy_step(self, token_id: int, cache: Any, index: int, ahead: int,
+                     stop_ids: tuple[int, ...]) -> tuple[dict[str, Any], Any]:
+        buffered = self._ahead.pop((index, int(token_id)), None)
+        if buffered is not None:
+            return buffered, cache
+        self._ahead.clear()
+        # 1 step first (quick first token), then 4, then MAX_CHUNK.
+        self._chunks = self._chunks if index == self._last_index else 0
+        count = min(ahead, MAX_CHUNK, 4 ** self._chunks)
+        self._chunks += 1
+        stops = np.full((4,), -1, dtype="int32")
+        stops[: min(len(stop_ids), 4)] = list(stop_ids)[:4]
+        n, tokens, top_ids, top_logprobs, entropy, logprob, cache = self._greedy(
+            np.array([[token_id]], dtype="int32"), cache, np.array(index, dtype="int32"),
+            np.array(count, dtype="int32"), stops,
+        )
+        n, tokens, top_ids, top_logprobs, entropy, logprob = to_numpy(
+            (n, tokens, top_ids, top_logprobs, entropy, logprob))
+        previous = int(token_id)
+        for i in range(int(n)):
+            self._ahead[(index + i, previous)] = {
+                "token": int(tokens[i]),
+                "top_ids": top_ids[i],
+                "top_logprobs": top_logprobs[i],
+                "entropy": float(entropy[i]),
+                "logprob": float(logprob[i]),
+                "rank": 1,
+            }
+            previous = int(tokens[i])
+        self._last_index = index + int(n)
+        return self._ahead.pop((index, int(token_id))), cache
 
     def score(self, token_ids: np.ndarray, limit: int | None = None) -> dict[str, np.ndarray]:
         """Teacher-forced statistics of each token after the first, given its prefix."""

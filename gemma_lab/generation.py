@@ -145,23 +145,32 @@ class GenerationStream:
         cache = model.prefill(prompt_ids, total, tokenizer.pad_id)
         prefill_done = time.perf_counter()
         token, index = prompt_ids[-1], len(prompt_ids) - 1
+        greedy = self.sampler.greedy
+        stop_ids = tuple(sorted(tokenizer.stop_ids))
         try:
             for _ in range(self.max_new_tokens):
                 if self._stop_requested:
                     finish = "stopped"
                     break
-                stats, cache = model.step(token, cache, index)
-                token = sampler.choose(stats["logits"])
+                if greedy:  # compiled greedy steps, several per call (decoding.MAX_CHUNK)
+                    stats, cache = model.step(token, cache, index,
+                                              self.max_new_tokens - len(steps), stop_ids)
+                    token = stats["token"]
+                else:
+                    stats, cache = model.step(token, cache, index)
+                    token = sampler.choose(stats["logits"])
+                    logits = stats["logits"]
+                    stats["logprob"] = float(logits[token] - stats["log_norm"])
+                    stats["rank"] = int(np.sum(logits > logits[token])) + 1
                 if token in tokenizer.stop_ids:
                     finish = "eos"
                     break
-                logits = stats["logits"]
                 step = TokenStats(
                     token_id=token,
                     text=decoder.push(token),
                     piece=tokenizer.piece(token),
-                    logprob=float(logits[token] - stats["log_norm"]),
-                    rank=int(np.sum(logits > logits[token])) + 1,
+                    logprob=stats["logprob"],
+                    rank=stats["rank"],
                     entropy=stats["entropy"],
                     top_k=tuple(
                         (tokenizer.piece(i), float(np.exp(lp)))
