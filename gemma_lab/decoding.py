@@ -71,6 +71,7 @@ class CompiledModel:
         self._ahead: dict[tuple[int, int], dict[str, Any]] = {}
         self._chunks = 0
         self._last_index = -1
+        self._ahead_cache: Any = None
 
     # --- graph functions -------------------------------------------------------------------
     def _prefill_fn(self, token_ids: Any, padding_mask: Any) -> Any:
@@ -161,7 +162,6 @@ class CompiledModel:
         """
         if ahead > 0:
             return self._greedy_step(token_id, cache, index, ahead, stop_ids)
-        self._ahead.clear()
         row, top_ids, top_logprobs, entropy, log_norm, cache = self._step(
             np.array([[token_id]], dtype="int32"), cache, np.array(index, dtype="int32")
         )
@@ -179,9 +179,14 @@ class CompiledModel:
 
     def _greedy_step(self, token_id: int, cache: Any, index: int, ahead: int,
                      stop_ids: tuple[int, ...]) -> tuple[dict[str, Any], Any]:
-        buffered = self._ahead.pop((index, int(token_id)), None)
-        if buffered is not None:
-            return buffered, cache
+        # Steps decoded ahead belong to the cache they were decoded into: another stream on
+        # this model (its own cache) never reads them.
+        if cache is self._ahead_cache:
+            buffered = self._ahead.pop((index, int(token_id)), None)
+            if not self._ahead:
+                self._ahead_cache = None
+            if buffered is not None:
+                return buffered, cache
         self._ahead.clear()
         # 1 step first (quick first token), then 4, then MAX_CHUNK.
         self._chunks = self._chunks if index == self._last_index else 0
@@ -207,6 +212,7 @@ class CompiledModel:
             }
             previous = int(tokens[i])
         self._last_index = index + int(n)
+        self._ahead_cache = cache if len(self._ahead) > 1 else None
         return self._ahead.pop((index, int(token_id))), cache
 
     def score(self, token_ids: np.ndarray, limit: int | None = None) -> dict[str, np.ndarray]:
