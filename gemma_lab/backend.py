@@ -126,6 +126,7 @@ def compile_function(
     if backend == "jax":
         import jax
 
+        _persistent_jax_cache(jax)
         variables = list(model.variables)
 
         @partial(jax.jit, donate_argnums=tuple(i + 1 for i in donate))
@@ -151,6 +152,21 @@ def compile_function(
             return fn(*args)
 
     return call_torch
+
+
+def _persistent_jax_cache(jax: Any) -> None:
+    """Keep compiled XLA programs in <model cache>/xla, so a new process reuses them (the
+    decode step and prefill otherwise recompile in every kernel), unless the user set a
+    compilation cache directory already."""
+    if jax.config.jax_compilation_cache_dir:
+        return
+    from gemma_lab.models.cache import cache_root
+
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(cache_root() / "xla"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    except (AttributeError, ValueError):  # pragma: no cover - older or newer JAX
+        pass
 
 
 def to_numpy(x: Any) -> Any:

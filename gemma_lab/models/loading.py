@@ -18,6 +18,11 @@ from gemma_lab.models.default_model import (
 )
 from gemma_lab.models.distribution import make_distribution
 from gemma_lab.models.distribution import scope as distribution_scope
+from gemma_lab.models.flat_weights import (
+    has_flat_weights,
+    load_with_flat_weights,
+    save_flat_weights,
+)
 from gemma_lab.models.gguf_file import read_gguf, sha256_file
 
 DTYPES = ("float32", "bfloat16", "int8")
@@ -61,7 +66,24 @@ def _from_preset(preset: str, dtype: str, distribution: Any = None) -> Any:
             "preset saved by keras-hub's save_to_preset, or a .gguf file."
         ) from err
     if dtype == "int8":
-        causal_lm.quantize("int8")
+        causal_lm.backbone.quantize("int8")  # not the tokenizer layer
+    return causal_lm
+
+
+def _from_cache_entry(preset: Path, dtype: str, distribution: Any = None) -> Any:
+    """A converted cache entry; from its flat weights file when it has one (`flat_weights`:
+    no random initialisation, no h5), which the first float32 load writes."""
+    if distribution is None and has_flat_weights(preset):
+        import_keras()
+        with _safe_mode():
+            causal_lm = load_with_flat_weights(preset, "float32" if dtype == "int8" else dtype)
+        if causal_lm is not None:
+            if dtype == "int8":
+                causal_lm.backbone.quantize("int8")  # not the tokenizer layer
+            return causal_lm
+    causal_lm = _from_preset(str(preset), dtype, distribution)
+    if dtype == "float32" and distribution is None and not has_flat_weights(preset):
+        save_flat_weights(causal_lm, preset)
     return causal_lm
 
 
@@ -137,7 +159,7 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
         sha = default_gguf_sha256()
         preset = _converted_preset(None, sha, progress)
         bar.update(1)
-        causal_lm = _from_preset(str(preset), dtype, distribution)
+        causal_lm = _from_cache_entry(preset, dtype, distribution)
         return LoadedModel(causal_lm, DEFAULT_MODEL_ID, "default", sha, dtype, distribution)
 
     text = os.fspath(spec)
@@ -148,8 +170,8 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
         sha = sha256_file(path)
         preset = _converted_preset(path, sha, progress)
         bar.update(1)
-        return LoadedModel(_from_preset(str(preset), dtype, distribution), path.name, str(path),
-                           sha, dtype, distribution)
+        return LoadedModel(_from_cache_entry(preset, dtype, distribution), path.name,
+                           str(path), sha, dtype, distribution)
 
     if path.is_dir():
         if not _looks_like_preset_dir(path):

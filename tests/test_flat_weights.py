@@ -1,0 +1,36 @@
+"""Warm loads of a converted cache entry read its flat weights file (`flat_weights`): same
+weights and outputs as keras-hub's from_preset, for float32, bfloat16 and int8."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import gemma_lab
+import gemma_lab.models.loading as loading
+from gemma_lab.models.cache import entry_path
+from gemma_lab.models.flat_weights import has_flat_weights
+
+
+def test_second_load_reads_flat_weights_and_matches_the_first(tmp_path, monkeypatch):
+    from gemma_lab.testing import tiny_gguf
+
+    monkeypatch.setenv("GEMMA_LAB_CACHE", str(tmp_path / "cache"))
+    path = tiny_gguf("gemma3", directory=tmp_path)
+    first = gemma_lab.load(path, progress=False)  # converts, loads from_preset, writes the file
+    (entry,) = list(entry_path("presets", "x").parent.iterdir())
+    assert has_flat_weights(entry)
+
+    def no_from_preset(*args, **kwargs):
+        raise AssertionError("the warm load went through from_preset")
+
+    monkeypatch.setattr(loading, "_from_preset", no_from_preset)
+    second = gemma_lab.load(path, progress=False)
+    for a, b in zip(first.backbone.weights, second.backbone.weights, strict=True):
+        assert a.path == b.path
+        np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
+    assert second.generate("hello", max_new_tokens=5).token_ids == \
+        first.generate("hello", max_new_tokens=5).token_ids
+    for dtype in ("bfloat16", "int8"):
+        lab = gemma_lab.load(path, dtype=dtype, progress=False)
+        assert lab.info().dtype == dtype
+        assert len(lab.generate("hello", max_new_tokens=3).steps) >= 1
