@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from gemma_lab.backend import compile_function, import_keras, to_numpy
+from gemma_lab.models import sliding_mask
 
 MIN_BUCKET = 32
 MAX_CHUNK = 16  # most greedy steps one compiled call runs ahead
@@ -60,6 +61,7 @@ class CompiledModel:
     def __init__(self, causal_lm: Any, top_k: int = 5):
         self.causal_lm = causal_lm
         self.top_k = int(top_k)
+        sliding_mask.install(causal_lm.backbone)  # same values, no key_len² band per step
         self.keras = import_keras()
         self._takes_padding_mask = "padding_mask" in inspect.signature(
             causal_lm._build_cache

@@ -1,5 +1,5 @@
 """Warm loads of a converted cache entry read its flat weights file (`flat_weights`): same
-weights and outputs as keras-hub's from_preset, for float32, bfloat16 and int8."""
+weights and outputs as keras-hub's from_preset; int8 quantizes the model loaded that way."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ def test_second_load_reads_flat_weights_and_matches_the_first(tmp_path, monkeypa
         np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
     assert second.generate("hello", max_new_tokens=5).token_ids == \
         first.generate("hello", max_new_tokens=5).token_ids
-    for dtype in ("bfloat16", "int8"):
-        lab = gemma_lab.load(path, dtype=dtype, progress=False)
-        assert lab.info().dtype == dtype
-        assert len(lab.generate("hello", max_new_tokens=3).steps) >= 1
+    int8 = gemma_lab.load(path, dtype="int8", progress=False)  # quantizes the flat-loaded model
+    assert int8.info().dtype == "int8"
+    assert len(int8.generate("hello", max_new_tokens=3).steps) >= 1

@@ -1,0 +1,48 @@
+"""Accuracy of the reduced-precision weights (`load(dtype=...)`) on the real default model:
+teacher-forced log-probabilities on fixed texts against float32.
+
+The bounds are loose sanity bounds (a broken cast or quantizer moves log-probabilities by
+whole nats and flips most argmaxes); the measured numbers are in README "Performance".
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import gemma_lab
+
+TEXTS = (
+    "The Eiffel Tower was completed in 1889 and stands on the Champ de Mars in Paris.",
+    "def add(a, b):\n    return a + b\n",
+)
+# dtype: (max |Δ logprob| nats, mean |Δ logprob| nats, share of equal top-1 predictions)
+BOUNDS = {"bfloat16": (1.5, 0.15, 0.85), "int8": (2.5, 0.3, 0.75)}
+
+
+def _logprobs_and_top1(lab) -> tuple[np.ndarray, np.ndarray]:
+    scores = [lab.score(text) for text in TEXTS]
+    logprobs = np.concatenate([np.asarray(s.logprobs) for s in scores])
+    top1 = np.concatenate([[step.top_k_ids[0] for step in s.steps] for s in scores])
+    return logprobs, top1
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("dtype", sorted(BOUNDS))
+def test_reduced_precision_scores_stay_close_to_float32(default_lab, dtype):
+    reference, reference_top1 = _logprobs_and_top1(default_lab)
+    lab = gemma_lab.load(dtype=dtype, progress=False)
+    try:
+        assert lab.info().dtype == dtype
+        logprobs, top1 = _logprobs_and_top1(lab)
+    finally:
+        del lab
+        gc.collect()
+    difference = np.abs(logprobs - reference)
+    max_bound, mean_bound, agree_bound = BOUNDS[dtype]
+    assert np.all(np.isfinite(logprobs))
+    assert difference.max() <= max_bound, difference.max()
+    assert difference.mean() <= mean_bound, difference.mean()
+    assert np.mean(top1 == reference_top1) >= agree_bound
