@@ -55,6 +55,7 @@ def save_flat_weights(causal_lm: Any, preset: Path) -> bool:
         flat.flush()
         del flat
         (preset / INDEX_FILE).write_text(json.dumps(_index(weights)))
+        os.chmod(tmp, 0o644)  # like the rest of the preset (mkstemp made it owner-only)
         os.replace(tmp, preset / FLAT_FILE)
     except OSError:
         Path(tmp).unlink(missing_ok=True)
