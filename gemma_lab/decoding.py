@@ -23,7 +23,7 @@ from gemma_lab.backend import compile_function, import_keras, to_numpy
 from gemma_lab.models import sliding_mask
 
 MIN_BUCKET = 32
-MAX_CHUNK = 16  # most greedy steps one compiled call runs ahead
+MAX_CHUNK = 64  # most greedy steps one compiled call runs ahead
 
 
 def bucket_length(n: int, limit: int | None = None) -> int:
@@ -190,7 +190,7 @@ class CompiledModel:
             if buffered is not None:
                 return buffered, cache
         self._ahead.clear()
-        # 1 step first (quick first token), then 4, then MAX_CHUNK.
+        # 1 step first (quick first token), then 4, 16, then MAX_CHUNK.
         self._chunks = self._chunks if index == self._last_index else 0
         count = min(ahead, MAX_CHUNK, 4 ** self._chunks)
         self._chunks += 1
