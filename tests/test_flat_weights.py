@@ -30,6 +30,16 @@ def test_second_load_reads_flat_weights_and_matches_the_first(tmp_path, monkeypa
         np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
     assert second.generate("hello", max_new_tokens=5).token_ids == \
         first.generate("hello", max_new_tokens=5).token_ids
+    # The task and its keras-hub tokenizer (loaded untracked) are the preset's own.
+    assert type(second.causal_lm) is type(first.causal_lm)
+    text = "hello world, zebra 42"
+    assert np.asarray(second.causal_lm.preprocessor.tokenizer(text)).tolist() == \
+        np.asarray(first.causal_lm.preprocessor.tokenizer(text)).tolist()
+    bf16 = gemma_lab.load(path, dtype="bfloat16", progress=False)
+    for a, b in zip(first.backbone.weights, bf16.backbone.weights, strict=True):
+        assert str(b.dtype) == "bfloat16"
+        np.testing.assert_array_equal(np.asarray(a.numpy()).astype("bfloat16"),
+                                      np.asarray(b.numpy()))
     int8 = gemma_lab.load(path, dtype="int8", progress=False)  # quantizes the flat-loaded model
     assert int8.info().dtype == "int8"
     assert len(int8.generate("hello", max_new_tokens=3).steps) >= 1

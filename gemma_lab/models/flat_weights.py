@@ -72,6 +72,7 @@ def load_with_flat_weights(preset: Path, dtype: str) -> Any | None:
 
     try:
         index = json.loads((preset / INDEX_FILE).read_text())
+        task_config = json.loads((preset / "task.json").read_text())
         flat = np.load(preset / FLAT_FILE, mmap_mode="r")
     except (OSError, ValueError):
         return None
@@ -84,16 +85,56 @@ def load_with_flat_weights(preset: Path, dtype: str) -> Any | None:
     if _index(weights) != index or flat.shape != (total,):
         initialize_all_variables()  # random values; the caller loads from_preset instead
         return None
+    to_device = _device_array_maker()
     offset = 0
     for weight in weights:
         size = int(np.prod(weight.shape))
-        value = np.array(flat[offset: offset + size]).reshape(weight.shape)  # writable copy
+        value = to_device(flat[offset: offset + size].reshape(weight.shape), weight.dtype)
         offset += size
         weight._initializer = lambda shape, dtype, value=value: value
     initialize_all_variables()
     global_state.set_global_attribute("uninitialized_variables", [])
-    return keras_hub.models.CausalLM.from_preset(
-        str(preset), backbone=backbone, dtype=dtype, load_weights=False)
+    return _task_from_config(task_config, backbone, preset)
+
+
+def _device_array_maker() -> Any:
+    """A function turning a (read-only, memory-mapped) host slice into an initial value.
+
+    JAX: `jax.device_put` of an array already in the variable's dtype, which Keras then takes
+    as is; `jnp.asarray` on a host array compiles a conversion per shape and copies twice
+    (~6 s for this model). Other backends convert a writable host copy themselves.
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+        import ml_dtypes
+
+        def to_jax(value: np.ndarray, dtype: str) -> Any:
+            if dtype == "bfloat16":
+                return jax.device_put(value.astype(ml_dtypes.bfloat16))
+            return jax.device_put(value.astype(dtype, copy=False))
+
+        return to_jax
+    return lambda value, dtype: np.array(value)  # writable copy
+
+
+def _task_from_config(task_config: dict[str, Any], backbone: Any, preset: Path) -> Any:
+    """The CausalLM of `task.json` around an already built backbone.
+
+    keras-hub's `from_preset` would load the tokenizer with Keras dependency tracking on, which
+    wraps each of its 262k vocabulary entries (a list and a dict on the layer) in tracking
+    code: ~6 s. The vocabulary holds no variables or layers, so it is loaded untracked here.
+    """
+    import keras
+    from keras.src.utils.tracking import DotNotTrackScope  # no public alias
+
+    preprocessor = keras.saving.deserialize_keras_object(task_config["config"]["preprocessor"])
+    with DotNotTrackScope():
+        preprocessor.load_preset_assets(str(preset))
+    task_config["config"]["backbone"] = backbone
+    task_config["config"]["preprocessor"] = preprocessor
+    return keras.saving.deserialize_keras_object(task_config)
 
 
 __all__ = ["has_flat_weights", "load_with_flat_weights", "save_flat_weights"]
