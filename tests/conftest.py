@@ -31,6 +31,22 @@ def default_lab():
     return gemma_lab.load(progress=False)
 
 
+@pytest.fixture(scope="session")
+def hf_gguf_model():
+    """transformers' own loader on the same GGUF (float32, eager attention so attention
+    probabilities can be returned), loaded once per test session: the independent reference."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from gemma_lab.models.default_model import default_gguf_path
+
+    gguf = default_gguf_path()
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, attn_implementation="eager", dtype=torch.float32
+    )
+    return model.eval()
+
+
 def pytest_sessionfinish(session, exitstatus):
     """In CI nothing may be skipped silently: a skipped real-model or browser test fails."""
     if not os.environ.get("CI") or exitstatus != 0:

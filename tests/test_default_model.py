@@ -30,17 +30,6 @@ def gguf_path():
 
 
 @pytest.fixture(scope="module")
-def hf_model(gguf_path):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
 def hf_tokenizer(gguf_path):
     from transformers import AutoTokenizer
 
@@ -62,14 +51,14 @@ def backend_run(request, tmp_path_factory):
     return request.param, dict(np.load(out)), summary
 
 
-def test_logits_agree_with_transformers(backend_run, hf_model):
+def test_logits_agree_with_transformers(backend_run, hf_gguf_model):
     import torch
 
     backend, arrays, _ = backend_run
     for i in range(3):
         ids = arrays[f"ids_{i}"]
         with torch.no_grad():
-            want = hf_model(torch.tensor(ids[None].astype("int64"))).logits[0].numpy()
+            want = hf_gguf_model(torch.tensor(ids[None].astype("int64"))).logits[0].numpy()
         got = arrays[f"logits_{i}"]
         assert np.abs(got - want).max() <= 1e-3, (backend, i, np.abs(got - want).max())
         assert np.array_equal(got.argmax(-1), want.argmax(-1)), (backend, i)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gemma_lab
-from gemma_lab.errors import CacheError, GemmaLabError, InputError, ModelLoadError
+from gemma_lab.errors import CacheError, InputError, ModelLoadError
 from gemma_lab.models import cache
 from gemma_lab.testing import tiny_causal_lm, tiny_gguf
 
@@ -97,15 +97,3 @@ def test_directory_that_is_not_a_preset(tmp_path):
 def test_unknown_dtype_is_refused():
     with pytest.raises(InputError, match="bfloat16"):
         gemma_lab.load(dtype="float8", progress=False)
-
-
-def test_remote_preset_offline_is_a_model_load_error(monkeypatch):
-    import socket
-
-    def refuse(*args, **kwargs):
-        raise OSError("network is disabled in this test")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    with pytest.raises(GemmaLabError, match="network"):
-        gemma_lab.load("hf://google/gemma-3-270m", progress=False)

@@ -199,11 +199,8 @@ REAL_TEXT = (
 
 @pytest.mark.real_model
 @pytest.mark.slow
-def test_real_model_attention_matches_transformers_eager(default_lab):
+def test_real_model_attention_matches_transformers_eager(default_lab, hf_gguf_model):
     import torch
-    from transformers import AutoModelForCausalLM
-
-    from gemma_lab.models.default_model import default_gguf_path
 
     # Longer than Gemma 3 270M's 512-token sliding window, so local and global layers differ.
     traced = default_lab.trace(" ".join([REAL_TEXT] * 14))
@@ -211,12 +208,8 @@ def test_real_model_attention_matches_transformers_eager(default_lab):
     assert n > 600 and traced.windows[0] == 512 and traced.windows[5] is None
     assert traced.attention[0, :, n - 1, : n - 512].max() == 0.0
     assert traced.attention[5, :, n - 1, : n - 512].max() > 0.0
-    gguf = default_gguf_path()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, attn_implementation="eager", dtype=torch.float32
-    ).eval()
     with torch.no_grad():
-        out = model(torch.tensor([traced.token_ids]), output_attentions=True)
+        out = hf_gguf_model(torch.tensor([traced.token_ids]), output_attentions=True)
     assert len(out.attentions) == traced.num_layers == len(traced.layers)
     worst = 0.0
     for layer, reference in enumerate(out.attentions):
