@@ -20,6 +20,7 @@ from gemma_lab.errors import (
     GemmaLabError,
     GGUFError,
     InputError,
+    ModelBusyError,
     ModelLoadError,
     NoModelError,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "Generation",
     "GenerationStream",
     "InputError",
+    "ModelBusyError",
     "ModelInfo",
     "ModelLoadError",
     "NoModelError",

@@ -37,3 +37,7 @@ class InputError(GemmaLabError, ValueError):
 
 class NoModelError(GemmaLabError):
     """An operation needs a loaded model and none is loaded."""
+
+
+class ModelBusyError(GemmaLabError):
+    """The model is being fine-tuned (e.g. from the Fine-tune panel); other work must wait."""

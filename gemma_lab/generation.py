@@ -142,6 +142,7 @@ class GenerationStream:
         finish = "length"
         started = time.perf_counter()
         first_token_at = None
+        session.ensure_idle("generate")  # a fine-tune started after this stream was made
         cache = model.prefill(prompt_ids, total, tokenizer.pad_id)
         prefill_done = time.perf_counter()
         token, index = prompt_ids[-1], len(prompt_ids) - 1
@@ -152,6 +153,7 @@ class GenerationStream:
                 if self._stop_requested:
                     finish = "stopped"
                     break
+                session.ensure_idle("generate")  # ... or while it runs
                 if greedy:  # compiled greedy steps, several per call (decoding.MAX_CHUNK)
                     stats, cache = model.step(token, cache, index,
                                               self.max_new_tokens - len(steps), stop_ids)

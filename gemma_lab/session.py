@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 import os
 import resource
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
 
 from gemma_lab.backend import import_keras
+from gemma_lab.errors import ModelBusyError
 from gemma_lab.generation import Generation, GenerationStream
 from gemma_lab.models.distribution import MeshInfo
 from gemma_lab.models.loading import DTYPES, LoadedModel, load_model
@@ -77,6 +81,8 @@ class GemmaLab:
         self.adapter_name: str | None = None
         self.distribution = loaded.distribution  # Keras distribution, None on one device
         self._compiled: dict[str, Any] = {}
+        self._training_lock = threading.Lock()
+        self._training_thread: int | None = None  # the thread fine-tuning this model, if any
 
     # --- identity --------------------------------------------------------------------------
     @property
@@ -173,6 +179,40 @@ class GemmaLab:
             device_memory_bytes=device_memory,
         )
 
+    # --- one fine-tune at a time, nothing else meanwhile -------------------------------------
+    @contextmanager
+    def training(self) -> Iterator[None]:
+        """Hold the model for fine-tuning: other threads' generate / score / trace / adapter
+        calls, and a second fine-tune, raise `ModelBusyError` until it ends.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> lab = tiny_session()
+            >>> with lab.training():
+            ...     lab.generate("hi", max_new_tokens=1).finish_reason in ("length", "eos")
+            True
+        """
+        if not self._training_lock.acquire(blocking=False):
+            raise ModelBusyError(
+                "This model is already being fine-tuned. Stop that run (the Fine-tune panel's "
+                "Stop button, or interrupt its cell) or wait for it, then start another.")
+        self._training_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._training_thread = None
+            self._training_lock.release()
+
+    def ensure_idle(self, action: str) -> None:
+        """Raise `ModelBusyError` if another thread is fine-tuning this model (its weights
+        and LoRA layers change under `action`)."""
+        owner = self._training_thread
+        if owner is not None and owner != threading.get_ident():
+            raise ModelBusyError(
+                f"Cannot {action} while this model is being fine-tuned (the Fine-tune panel or "
+                "another thread). Wait for it to finish or press Stop, then run this again; "
+                "the model and any adapter are kept.")
+
     # --- generation ------------------------------------------------------------------------
     def stream(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
@@ -190,6 +230,7 @@ class GemmaLab:
             >>> len(list(stream)) <= 3
             True
         """
+        self.ensure_idle("generate")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         return GenerationStream(
             self,
@@ -231,6 +272,7 @@ class GemmaLab:
             >>> tiny_session().score("hello world").ranks[0] >= 1
             True
         """
+        self.ensure_idle("score text")
         return score_text(self, text)
 
     # --- inspection --------------------------------------------------------------------------
@@ -246,6 +288,7 @@ class GemmaLab:
         """
         from gemma_lab.inspect.trace import trace_text
 
+        self.ensure_idle("trace")
         return trace_text(self, text, layers=layers, heads=heads)
 
     def attribute(self, prompt: str, target: str, method: str = "grad_x_input",
@@ -263,6 +306,7 @@ class GemmaLab:
         """
         from gemma_lab.inspect.attribution import attribute_text
 
+        self.ensure_idle("attribute")
         return attribute_text(self, prompt, target, method=method, steps=steps)
 
     # --- fine-tuning ---------------------------------------------------------------------------

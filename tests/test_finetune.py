@@ -214,6 +214,44 @@ def test_stop_from_another_thread():
     assert result.stopped and result.steps < result.total_steps
 
 
+def test_other_threads_get_a_clear_error_while_the_model_trains():
+    import threading
+
+    from gemma_lab.backend import import_keras
+    from gemma_lab.errors import ModelBusyError
+
+    lab = fresh_lab()
+    keras = import_keras()
+    adapters_before = lab.adapters.list()
+    in_training, release = threading.Event(), threading.Event()
+
+    class Hold(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            in_training.set()
+            release.wait(timeout=60)
+
+    stream = lab.stream("hello", max_new_tokens=3)  # made before the fine-tune starts
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(
+        lab.finetune(PAIRS, epochs=1, batch_size=2, callbacks=[Hold()], progress=False)))
+    worker.start()
+    try:
+        assert in_training.wait(timeout=120)
+        calls = [lambda: lab.generate("hello", max_new_tokens=2), lambda: lab.score("hello"),
+                 lambda: lab.trace("hello"), lambda: next(iter(stream)),
+                 lambda: lab.adapters.save("mid"), lambda: lab.adapters.unload(),
+                 lambda: lab.finetune(PAIRS, progress=False)]
+        for call in calls:
+            with pytest.raises(ModelBusyError, match="fine-tun"):
+                call()
+    finally:
+        release.set()
+        worker.join(timeout=120)
+    assert result and result[0].steps == result[0].total_steps  # the run itself went on
+    assert lab.adapters.list() == adapters_before  # nothing saved by the refused call
+    assert lab.generate("hello", max_new_tokens=2).finish_reason in ("length", "eos")
+
+
 # --- the real default model -----------------------------------------------------------------
 FACTS = [
     ("the capital of Veloria", "Marrowind"), ("the capital of Osterra", "Pellucid"),

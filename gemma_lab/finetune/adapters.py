@@ -99,6 +99,7 @@ class Adapters:
     def save(self, name: str) -> Path:
         """Write the active LoRA weights and their provenance as adapter `name` (replacing
         one of that name); the session's adapter is then called `name`."""
+        self._session.ensure_idle("save an adapter")
         path = self.path(name)
         backbone = self._session.backbone
         rank = lora.lora_rank(backbone)
@@ -152,6 +153,7 @@ class Adapters:
 
     def load(self, name: str) -> dict[str, Any]:
         """Make adapter `name` active; refuses one trained on a different base model."""
+        self._session.ensure_idle("load an adapter")
         metadata = self.metadata(name)
         saved, here = metadata["base"], self.base()
         if saved != here:
@@ -171,6 +173,7 @@ class Adapters:
 
     def unload(self) -> None:
         """Back to the base model: every LoRA update set to zero (logits equal the base's)."""
+        self._session.ensure_idle("unload the adapter")
         lora.zero_lora(self._session.backbone)
         self._session.adapter_name = None
         self.last_result = None

@@ -109,7 +109,7 @@ class FinetuneRun:
         """Train; on stop or Ctrl-C keep (or, with keep_partial=False, undo) the partial
         adapter and return the result either way."""
         # On a device mesh, LoRA and optimizer variables and the batches follow its layout.
-        with self.session.distribution_scope():
+        with self.session.training(), self.session.distribution_scope():
             return self._run()
 
     def _run(self) -> FinetuneResult:
