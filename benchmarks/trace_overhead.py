@@ -57,14 +57,15 @@ def main() -> None:
         return backbone.token_embedding(hidden, reverse=True)
 
     forward = compile_function(logits_fn, lab.causal_lm)
-    tracer = tracer_for(lab)
+    tracer = tracer_for(lab.runtime)
     all_layers = tuple(range(backbone.num_layers))
     all_heads = tuple(range(backbone.num_query_heads))
     rows = {
         "forward (backbone + logits)": lambda: to_numpy(forward(token_ids, mask)),
         "score()": lambda: lab.score(text),
         "trace forward only (attention + residual)":
-            lambda: to_numpy(tracer.forward(all_layers, all_heads)(token_ids, mask)),
+            lambda: to_numpy(tracer.forward(all_layers, all_heads, lab.runtime.active_hooks)(
+                token_ids, mask)),
         "trace() all layers and heads": lambda: lab.trace(text),
         "trace(layers=[0], heads=[0])": lambda: lab.trace(text, layers=[0], heads=[0]),
     }

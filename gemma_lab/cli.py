@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma_lab.backend import BACKENDS, requested_backend, set_backend
+from gemma_lab.defaults import MAX_NEW_TOKENS
 from gemma_lab.errors import GemmaLabError, InputError
 from gemma_lab.models.loading import DTYPES
 
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = command("generate", generate, "stream a continuation of PROMPT to stdout")
     gen.add_argument("prompt", help="the prompt ('-' reads it from stdin)")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     gen.add_argument("--top-k", type=int, default=None)
     gen.add_argument("--top-p", type=float, default=None)
@@ -262,7 +263,7 @@ def _plain_html(notebook: Any) -> str:
 def generate(args: argparse.Namespace) -> int:
     """Load a model and stream the continuation of the prompt to stdout."""
     import gemma_lab
-    from gemma_lab.generation import MAX_NEW_TOKENS_LIMIT
+    from gemma_lab.defaults import MAX_NEW_TOKENS_LIMIT
     from gemma_lab.sampling import SamplerConfig
 
     # Check the options before spending half a minute loading the model.

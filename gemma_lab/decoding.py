@@ -13,14 +13,16 @@ the time of the same step inside keras-hub's compiled `generate` loop; a loop of
 
 from __future__ import annotations
 
-import inspect
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gemma_lab.backend import compile_function, import_keras, to_numpy
-from gemma_lab.models import sliding_mask
+from gemma_lab.backend import import_keras, to_numpy
+from gemma_lab.forward import NO_HOOKS, ForwardPass, HookSet, compiled_pass
+
+if TYPE_CHECKING:
+    from gemma_lab.runtime import ModelRuntime
 
 MIN_BUCKET = 32
 MAX_CHUNK = 64  # most greedy steps one compiled call runs ahead
@@ -47,50 +49,43 @@ def _stats(ops: Any, logits: Any, k: int) -> tuple[Any, Any, Any, Any]:
 
 
 class CompiledModel:
-    """Compiled inference entry points for one keras-hub Gemma CausalLM.
+    """Compiled inference entry points of one model's `ForwardPass` (its hook set included).
 
     Example:
         >>> import numpy as np
-        >>> from gemma_lab.testing import tiny_causal_lm
-        >>> model = CompiledModel(tiny_causal_lm("gemma3"), top_k=3)
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> model = CompiledModel(tiny_runtime("gemma3").forward_pass(), top_k=3)
         >>> stats = model.score(np.array([2, 10, 11, 12]))
         >>> stats["logprob"].shape, stats["top_ids"].shape
         ((3,), (3, 3))
     """
 
-    def __init__(self, causal_lm: Any, top_k: int = 5):
-        self.causal_lm = causal_lm
+    def __init__(self, run: ForwardPass, top_k: int = 5):
+        self.run = run
         self.top_k = int(top_k)
-        sliding_mask.install(causal_lm.backbone)  # same values, no key_len² band per step
         self.keras = import_keras()
-        self._takes_padding_mask = "padding_mask" in inspect.signature(
-            causal_lm._build_cache
-        ).parameters
-        self._prefill = compile_function(self._prefill_fn, causal_lm)
-        self._step = compile_function(self._step_fn, causal_lm, donate=(1,))
-        self._forward = compile_function(self._forward_fn, causal_lm)
-        self._greedy = compile_function(self._greedy_fn, causal_lm, donate=(1,))
+        self._prefill = compiled_pass(run, self._prefill_fn)
+        self._step = compiled_pass(run, self._step_fn, donate=(1,))
+        self._forward = compiled_pass(run, self._forward_fn)
+        self._greedy = compiled_pass(run, self._greedy_fn, donate=(1,))
         self._ahead: dict[tuple[int, int], dict[str, Any]] = {}
         self._chunks = 0
         self._last_index = -1
         self._ahead_cache: Any = None
 
     # --- graph functions -------------------------------------------------------------------
-    def _prefill_fn(self, token_ids: Any, padding_mask: Any) -> Any:
-        if self._takes_padding_mask:
-            _, cache = self.causal_lm._build_cache(token_ids, None, None, padding_mask, None)
-        else:
-            _, cache = self.causal_lm._build_cache(token_ids)
-        return cache
+    def _prefill_fn(self, run: ForwardPass, token_ids: Any, padding_mask: Any) -> Any:
+        return run.prefill(token_ids, padding_mask)
 
-    def _step_fn(self, token_id: Any, cache: Any, index: Any) -> tuple[Any, ...]:
+    def _step_fn(self, run: ForwardPass, token_id: Any, cache: Any, index: Any
+                 ) -> tuple[Any, ...]:
         ops = self.keras.ops
-        logits, _, cache = self.causal_lm.call_with_cache(token_id, cache, index)
+        logits, cache = run.step(token_id, cache, index)
         row = ops.cast(logits[0, -1], "float32")
         top_ids, top_logprobs, entropy, log_norm = _stats(ops, row, self.top_k)
         return row, top_ids, top_logprobs, entropy, log_norm, cache
 
-    def _greedy_fn(self, token_id: Any, cache: Any, index: Any, count: Any,
+    def _greedy_fn(self, run: ForwardPass, token_id: Any, cache: Any, index: Any, count: Any,
                    stop_ids: Any) -> tuple[Any, ...]:
         """Up to `count` (≤ MAX_CHUNK) greedy steps in one loop, ending after a stop id."""
         ops = self.keras.ops
@@ -103,7 +98,7 @@ class CompiledModel:
             return ops.logical_and(i < count, ops.logical_not(done))
 
         def body(i, token, cache, done, tokens, top_ids, top_logprobs, entropy, logprob):
-            logits, _, cache = self.causal_lm.call_with_cache(token, cache, index + i)
+            logits, cache = run.step(token, cache, index + i)
             row = ops.cast(logits[0, -1], "float32")
             ids, lps, ent, log_norm = _stats(ops, row, k)
             chosen = ops.cast(ops.argmax(row), "int32")
@@ -130,11 +125,10 @@ class CompiledModel:
             cond, body, start, maximum_iterations=MAX_CHUNK)
         return i, tokens, top_ids, top_logprobs, entropy, logprob, cache
 
-    def _forward_fn(self, token_ids: Any, padding_mask: Any) -> tuple[Any, ...]:
+    def _forward_fn(self, run: ForwardPass, token_ids: Any, padding_mask: Any
+                    ) -> tuple[Any, ...]:
         ops = self.keras.ops
-        backbone = self.causal_lm.backbone
-        hidden = backbone({"token_ids": token_ids, "padding_mask": padding_mask})
-        logits = ops.cast(backbone.token_embedding(hidden, reverse=True)[0], "float32")
+        logits = ops.cast(run.unembed(run.sequence(token_ids, padding_mask))[0], "float32")
         # Position t predicts token t + 1.
         targets = ops.concatenate([token_ids[0, 1:], token_ids[0, :1]], axis=0)
         target_logits = ops.take_along_axis(logits, ops.expand_dims(targets, -1), axis=-1)
@@ -234,3 +228,15 @@ class CompiledModel:
             "top_logprobs": top_logprobs[keep],
             "entropy": entropy[keep],
         }
+
+
+def decoder(runtime: ModelRuntime, hooks: HookSet = NO_HOOKS) -> CompiledModel:
+    """The runtime's `CompiledModel` for its current top-k and `hooks` (built on first use).
+
+    Example:
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> runtime = tiny_runtime()
+        >>> decoder(runtime) is decoder(runtime)
+        True
+    """
+    return runtime.compiled("decoding", lambda run: CompiledModel(run, runtime.top_k), hooks)

@@ -41,3 +41,7 @@ class NoModelError(GemmaLabError):
 
 class ModelBusyError(GemmaLabError):
     """The model is being fine-tuned (e.g. from the Fine-tune panel); other work must wait."""
+
+
+class NotAvailableError(GemmaLabError):
+    """A feature this gemma_lab build does not have yet (the message says what to use)."""

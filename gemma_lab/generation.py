@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gemma_lab.decoding import bucket_length
+from gemma_lab import render
+from gemma_lab.decoding import bucket_length, decoder
+from gemma_lab.defaults import MAX_NEW_TOKENS_LIMIT
 from gemma_lab.errors import InputError
 from gemma_lab.sampling import Sampler, SamplerConfig
+from gemma_lab.schema import MAX_TOKENS
 from gemma_lab.token_stats import PerTokenViews, TokenStats
 from gemma_lab.tokenizer import IncrementalDecoder
 
 if TYPE_CHECKING:
-    from gemma_lab.session import GemmaLab
-
-MAX_NEW_TOKENS_LIMIT = 8192
+    from gemma_lab.runtime import ModelRuntime
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,35 @@ class Generation(PerTokenViews):
     def __str__(self) -> str:
         return self.text
 
-    def to_dict(self) -> dict[str, Any]:
-        """The v1 JSON payload (`gemma_lab.schema.JSON_SCHEMA`) of this generation."""
-        from gemma_lab.render import generation_payload
+    def to_dict(self, prompt_tokens: Sequence[Mapping[str, Any]] | None = None
+                ) -> dict[str, Any]:
+        """The v1 JSON payload (`gemma_lab.schema.JSON_SCHEMA`): prompt tokens, then the
+        generated tokens.
 
-        return generation_payload(self)
+        Prompt tokens come from `prompt_tokens` (e.g. `render.prompt_entries(tokenizer,
+        g.prompt_token_ids)`, which adds pieces), else from the record. A prompt too long for
+        the cap loses its earliest tokens first.
+        """
+        generated = [step.to_dict("generated") for step in self.steps]
+        if prompt_tokens is None:
+            prompt_tokens = [render.token_entry("prompt", text, token_id) for text, token_id
+                             in zip(self.prompt_tokens, self.prompt_token_ids, strict=True)
+                             ] if self.prompt_tokens else []
+        prompt = list(prompt_tokens)
+        room = max(MAX_TOKENS - len(generated), 0)
+        truncated_prompt = len(prompt) > room
+        if truncated_prompt:
+            prompt = prompt[len(prompt) - room:] if room else []
+        result = render.payload(
+            "generation",
+            self.text,
+            prompt + generated,
+            {**self.metadata, "timing": dict(self.timing)},
+            prompt=self.prompt,
+            summary={"finish_reason": self.finish_reason, "generated_tokens": len(self.steps)},
+        )
+        result["truncated"] = result["truncated"] or truncated_prompt
+        return result
 
     def figure(self, kind: str = "probs") -> Any:
         """A plotly Figure: "probs" (default), "top_k", "entropy" or "rank" per token."""
@@ -67,9 +92,7 @@ class Generation(PerTokenViews):
         return steps_figure(self.steps, kind)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from gemma_lab.render import mimebundle
-
-        return mimebundle(self, include, exclude)
+        return render.mimebundle(self.to_dict(), include, exclude)
 
 
 class GenerationStream:
@@ -85,7 +108,7 @@ class GenerationStream:
         True
     """
 
-    def __init__(self, session: GemmaLab, prompt: str, *, max_new_tokens: int,
+    def __init__(self, runtime: ModelRuntime, prompt: str, *, max_new_tokens: int,
                  sampler: SamplerConfig, stop: list[str], prompt_ids: list[int] | None = None):
         if not isinstance(prompt, str):
             raise InputError(f"The prompt must be a string, got {type(prompt).__name__}.")
@@ -96,13 +119,15 @@ class GenerationStream:
                 f"max_new_tokens must be an integer in 1..{MAX_NEW_TOKENS_LIMIT}, "
                 f"got {max_new_tokens!r}."
             )
-        self._session = session
+        self._runtime = runtime
+        # Hooks in force when the stream is made hold for all of it (e.g. a steering vector).
+        self._model = decoder(runtime, runtime.active_hooks)
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
         self.sampler = sampler
         self.stop_strings = [s for s in stop if s]
-        self.prompt_ids = prompt_ids or session.tokenizer.encode(prompt, add_bos=True)
-        limit = session.context_length
+        self.prompt_ids = prompt_ids or runtime.tokenizer.encode(prompt, add_bos=True)
+        limit = runtime.context_length
         if len(self.prompt_ids) + max_new_tokens > limit:
             raise InputError(
                 f"The prompt has {len(self.prompt_ids)} tokens; with max_new_tokens="
@@ -130,11 +155,11 @@ class GenerationStream:
         return self.result
 
     def _run(self) -> Iterator[TokenStats]:
-        session = self._session
-        tokenizer = session.tokenizer
-        model = session.compiled
+        runtime = self._runtime
+        tokenizer = runtime.tokenizer
+        model = self._model
         prompt_ids = self.prompt_ids
-        total = bucket_length(len(prompt_ids) + self.max_new_tokens, session.context_length)
+        total = bucket_length(len(prompt_ids) + self.max_new_tokens, runtime.context_length)
         sampler = Sampler(self.sampler)
         decoder = IncrementalDecoder(tokenizer)
         steps: list[TokenStats] = []
@@ -142,7 +167,7 @@ class GenerationStream:
         finish = "length"
         started = time.perf_counter()
         first_token_at = None
-        session.ensure_idle("generate")  # a fine-tune started after this stream was made
+        runtime.ensure_idle("generate")  # a fine-tune started after this stream was made
         cache = model.prefill(prompt_ids, total, tokenizer.pad_id)
         prefill_done = time.perf_counter()
         token, index = prompt_ids[-1], len(prompt_ids) - 1
@@ -153,7 +178,7 @@ class GenerationStream:
                 if self._stop_requested:
                     finish = "stopped"
                     break
-                session.ensure_idle("generate")  # ... or while it runs
+                runtime.ensure_idle("generate")  # ... or while it runs
                 if greedy:  # compiled greedy steps, several per call (decoding.MAX_CHUNK)
                     stats, cache = model.step(token, cache, index,
                                               self.max_new_tokens - len(steps), stop_ids)
@@ -210,7 +235,7 @@ class GenerationStream:
                     "total_s": ended - started,
                     "tokens_per_s": len(steps) / decode_s if decode_s > 0 else 0.0,
                 },
-                metadata=session.metadata(sampler=self.sampler),
+                metadata=runtime.metadata(sampler=self.sampler),
                 prompt_tokens=tuple(_texts(tokenizer, prompt_ids)),
             )
 

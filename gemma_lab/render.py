@@ -8,8 +8,9 @@ Every gemma_lab result renders through `mimebundle()`:
   model or user string HTML-escaped, so classic Notebook, VS Code and nbviewer show it;
 - `text/plain`: the payload's `text`.
 
-A new record type plugs in with two methods, building its tokens with `token_entry` /
-`stats_entry` and its arrays as `payload()` extras (`attention`, `lens`, `attribution`, `loss`):
+render knows no record type: each record builds its own payload with `payload()`, its
+tokens with `token_entry` (or `TokenStats.to_dict`) and its arrays as `payload()` extras
+(`attention`, `lens`, `attribution`, `loss`):
 
     def to_dict(self):
         from gemma_lab import render
@@ -40,9 +41,6 @@ from typing import TYPE_CHECKING, Any
 from gemma_lab.schema import MAX_TOKENS, MAX_TOP_K, MIME_TYPE, SCHEMA_VERSION
 
 if TYPE_CHECKING:
-    from gemma_lab.generation import Generation
-    from gemma_lab.scoring import Score
-    from gemma_lab.token_stats import TokenStats
     from gemma_lab.tokenizer import Tokenizer
 
 SIGNIFICANT_DIGITS = 6
@@ -108,64 +106,13 @@ def token_entry(role: str, text: str, token_id: int, *, piece: str | None = None
     return entry
 
 
-def stats_entry(step: TokenStats, role: str) -> dict[str, Any]:
-    """A payload token from a `TokenStats` (prob, logprob, rank, entropy, top-k)."""
-    return step.to_dict(role)
-
-
 def prompt_entries(tokenizer: Tokenizer, token_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """Prompt tokens (text and piece per id) for `generation_payload(prompt_tokens=...)`."""
+    """Prompt tokens (text and piece per id) for `Generation.to_dict(prompt_tokens=...)`."""
     from gemma_lab.tokenizer import IncrementalDecoder
 
     decoder = IncrementalDecoder(tokenizer)
     return [token_entry("prompt", decoder.push(i), i, piece=tokenizer.piece(i))
             for i in token_ids]
-
-
-def generation_payload(generation: Generation,
-                       prompt_tokens: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Payload of a `Generation`: prompt tokens (when given) then the generated tokens.
-
-    Prompt tokens come from the record's `prompt_tokens`, or from the caller
-    (`prompt_entries(tokenizer, g.prompt_token_ids)`, which adds pieces). A prompt too long
-    for the cap loses its earliest tokens first.
-    """
-    generated = [stats_entry(step, "generated") for step in generation.steps]
-    if prompt_tokens is None and generation.prompt_tokens:
-        prompt_tokens = [
-            token_entry("prompt", text, token_id)
-            for text, token_id in zip(
-                generation.prompt_tokens, generation.prompt_token_ids, strict=True
-            )
-        ]
-    prompt = list(prompt_tokens or [])
-    room = max(MAX_TOKENS - len(generated), 0)
-    truncated_prompt = len(prompt) > room
-    if truncated_prompt:
-        prompt = prompt[len(prompt) - room:] if room else []
-    result = payload(
-        "generation",
-        generation.text,
-        prompt + generated,
-        {**generation.metadata, "timing": dict(generation.timing)},
-        prompt=generation.prompt,
-        summary={"finish_reason": generation.finish_reason,
-                 "generated_tokens": len(generation.steps)},
-    )
-    result["truncated"] = result["truncated"] or truncated_prompt
-    return result
-
-
-def score_payload(score: Score) -> dict[str, Any]:
-    """Payload of a `Score`: every scored token with its teacher-forced statistics."""
-    return payload(
-        "score",
-        score.text,
-        [stats_entry(step, "scored") for step in score.steps],
-        score.metadata,
-        summary={"total_logprob": score.total_logprob, "perplexity": score.perplexity,
-                 "scored_tokens": len(score.steps)},
-    )
 
 
 def json_safe(value: Any) -> Any:
@@ -376,13 +323,10 @@ def _metadata_footer(data: Mapping[str, Any]) -> _Html:
 
 __all__ = [
     "MIME_TYPE",
-    "generation_payload",
     "json_safe",
     "mimebundle",
     "payload",
     "prompt_entries",
-    "score_payload",
-    "stats_entry",
     "to_html",
     "token_entry",
 ]

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab import render
+from gemma_lab.decoding import decoder
 from gemma_lab.errors import InputError
 from gemma_lab.token_stats import PerTokenViews, TokenStats
 from gemma_lab.tokenizer import IncrementalDecoder
 
 if TYPE_CHECKING:
-    from gemma_lab.session import GemmaLab
+    from gemma_lab.runtime import ModelRuntime
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,16 @@ class Score(PerTokenViews):
         return self.text
 
     def to_dict(self) -> dict[str, Any]:
-        """The v1 JSON payload (`gemma_lab.schema.JSON_SCHEMA`) of this score."""
-        from gemma_lab.render import score_payload
-
-        return score_payload(self)
+        """The v1 JSON payload (`gemma_lab.schema.JSON_SCHEMA`): every scored token with its
+        teacher-forced statistics."""
+        return render.payload(
+            "score",
+            self.text,
+            [step.to_dict("scored") for step in self.steps],
+            self.metadata,
+            summary={"total_logprob": self.total_logprob, "perplexity": self.perplexity,
+                     "scored_tokens": len(self.steps)},
+        )
 
     def figure(self, kind: str = "probs") -> Any:
         """A plotly Figure: "probs" (default), "top_k", "entropy" or "rank" per token."""
@@ -60,31 +68,31 @@ class Score(PerTokenViews):
         return steps_figure(self.steps, kind)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from gemma_lab.render import mimebundle
-
-        return mimebundle(self, include, exclude)
+        return render.mimebundle(self.to_dict(), include, exclude)
 
 
-def score_text(session: GemmaLab, text: str) -> Score:
-    """Teacher-force `text` (after <bos>) through the model; see `GemmaLab.score`."""
+def score_text(runtime: ModelRuntime, text: str) -> Score:
+    """Teacher-force `text` (after <bos>) through the model (hooks in force apply); see
+    `GemmaLab.score`."""
     if not isinstance(text, str) or not text:
         raise InputError("score() needs a non-empty string to score.")
-    tokenizer = session.tokenizer
+    tokenizer = runtime.tokenizer
     ids = tokenizer.encode(text, add_bos=True)
-    if len(ids) > session.context_length:
+    if len(ids) > runtime.context_length:
         raise InputError(
             f"The text has {len(ids)} tokens, more than the model's context of "
-            f"{session.context_length}. Score a shorter text."
+            f"{runtime.context_length}. Score a shorter text."
         )
-    stats = session.compiled.score(np.asarray(ids, dtype="int32"), session.context_length)
-    decoder = IncrementalDecoder(tokenizer)
+    model = decoder(runtime, runtime.active_hooks)
+    stats = model.score(np.asarray(ids, dtype="int32"), runtime.context_length)
+    text_decoder = IncrementalDecoder(tokenizer)
     steps = []
     for position, token_id in enumerate(ids[1:]):
         top_ids = stats["top_ids"][position].tolist()
         steps.append(
             TokenStats(
                 token_id=int(token_id),
-                text=decoder.push(token_id),
+                text=text_decoder.push(token_id),
                 piece=tokenizer.piece(token_id),
                 logprob=float(stats["logprob"][position]),
                 rank=int(stats["rank"][position]),
@@ -97,4 +105,4 @@ def score_text(session: GemmaLab, text: str) -> Score:
                 top_k_ids=tuple(int(i) for i in top_ids),
             )
         )
-    return Score(text=text, steps=tuple(steps), metadata=session.metadata())
+    return Score(text=text, steps=tuple(steps), metadata=runtime.metadata())

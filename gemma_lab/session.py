@@ -1,62 +1,37 @@
-"""The session: one loaded Gemma and every operation researchers run on it."""
+"""The session: a thin, typed facade over one model runtime.
+
+`GemmaLab` checks nothing itself that an operation checks, holds no state of its own, and
+calls one operation per method: generation, scoring, tracing, attribution, hook points and
+activation caches, fine-tuning and adapters. What is loaded and compiled lives in its
+`ModelRuntime` (`lab.runtime`).
+"""
 
 from __future__ import annotations
 
-import math
 import os
-import resource
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
 
-from gemma_lab.backend import import_keras
-from gemma_lab.errors import ModelBusyError
+from gemma_lab import defaults
+from gemma_lab.decoding import CompiledModel, decoder
+from gemma_lab.errors import NotAvailableError
+from gemma_lab.finetune import Adapters, FinetuneResult, FinetuneRun
+from gemma_lab.forward import HookFn, HookSet
 from gemma_lab.generation import Generation, GenerationStream
-from gemma_lab.models.distribution import MeshInfo
+from gemma_lab.inspect.activations import ActivationCache, run_with_cache
+from gemma_lab.inspect.attribution import attribute_text
+from gemma_lab.inspect.records import Attribution, Trace
+from gemma_lab.inspect.trace import trace_text
+from gemma_lab.model_info import ModelInfo, model_info
 from gemma_lab.models.loading import DTYPES, LoadedModel, load_model
+from gemma_lab.runtime import ModelRuntime
 from gemma_lab.sampling import SamplerConfig
 from gemma_lab.scoring import Score, score_text
 from gemma_lab.tokenizer import Tokenizer
 
-DEFAULT_TOP_K = 5
-_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
-_CONTEXT_BY_ARCH = {"GemmaBackbone": 8192, "Gemma3Backbone": 32768}
-_MESH_FIELDS = ("mesh", "device_weights_bytes", "device_memory_bytes")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What is loaded: identity, architecture, size, numerics and memory."""
-
-    model: str
-    source: str
-    architecture: str
-    parameters: int
-    num_layers: int
-    num_query_heads: int
-    num_key_value_heads: int
-    hidden_dim: int
-    vocabulary_size: int
-    context_length: int
-    weights_sha256: str | None
-    backend: str
-    dtype: str
-    weights_bytes: int
-    peak_rss_bytes: int
-    mesh: MeshInfo | None = None  # how the model is spread over devices (distribution=...)
-    device_weights_bytes: dict[str, int] | None = None  # weight bytes each device holds
-    device_memory_bytes: dict[str, int] | None = None  # in use per accelerator (not on CPU)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        rows = [f"{field.name:>20}: {getattr(self, field.name)}" for field in fields(self)
-                if getattr(self, field.name) is not None or field.name not in _MESH_FIELDS]
-        return "\n".join(rows)
+Hooks = Mapping[str, HookFn | Sequence[HookFn]] | HookSet
 
 
 class GemmaLab:
@@ -71,73 +46,61 @@ class GemmaLab:
         True
     """
 
-    def __init__(self, loaded: LoadedModel, top_k: int = DEFAULT_TOP_K):
-        self._loaded = loaded
-        self.causal_lm = loaded.causal_lm
-        self.backbone = loaded.causal_lm.backbone
-        self.tokenizer = Tokenizer.from_keras_hub(loaded.causal_lm.preprocessor.tokenizer)
-        self.top_k = top_k
-        self.context_length = _CONTEXT_BY_ARCH.get(type(self.backbone).__name__, 8192)
-        self.adapter_name: str | None = None
-        self.distribution = loaded.distribution  # Keras distribution, None on one device
-        self._compiled: dict[str, Any] = {}
-        self._training_lock = threading.Lock()
-        self._training_thread: int | None = None  # the thread fine-tuning this model, if any
+    def __init__(self, model: LoadedModel | ModelRuntime, top_k: int = defaults.TOP_K):
+        self.runtime = model if isinstance(model, ModelRuntime) else ModelRuntime(model, top_k)
 
-    # --- identity --------------------------------------------------------------------------
+    # --- what is loaded ----------------------------------------------------------------------
     @property
     def model_id(self) -> str:
-        return self._loaded.model_id
+        return self.runtime.model_id
 
     @property
     def dtype(self) -> str:
-        return self._loaded.dtype
+        return self.runtime.dtype
 
     @property
     def backend(self) -> str:
-        return import_keras().config.backend()
+        return self.runtime.backend
 
     @property
-    def compiled(self) -> Any:
-        """Compiled prefill / decode step / forward functions (built on first use)."""
-        from gemma_lab.decoding import CompiledModel
+    def causal_lm(self) -> Any:
+        """The keras-hub CausalLM (gemma_lab never edits it for good; LoRA is explicit)."""
+        return self.runtime.causal_lm
 
-        return self.compiled_for("decoding", lambda: CompiledModel(self.causal_lm, self.top_k))
+    @property
+    def backbone(self) -> Any:
+        return self.runtime.backbone
 
-    def compiled_for(self, name: str, build: Any) -> Any:
-        """The session's compiled function set `name`, built by `build()` on first use.
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.runtime.tokenizer
 
-        Compiled functions capture the model's variable list, so every one lives here,
-        where `invalidate_compiled()` can drop them all when that list changes (LoRA).
-        """
-        if name not in self._compiled:
-            self._compiled[name] = build()
-        return self._compiled[name]
+    @property
+    def context_length(self) -> int:
+        return self.runtime.context_length
 
-    def invalidate_compiled(self) -> None:
-        """Forget every compiled function; the next use rebuilds (and retraces) them."""
-        self._compiled.clear()
+    @property
+    def top_k(self) -> int:
+        """Alternatives recorded per token; setting it takes effect on the next call."""
+        return self.runtime.top_k
 
-    def distribution_scope(self) -> Any:
-        """A context in which new variables (LoRA, optimizer state) and training use the
-        session's device mesh; a no-op for a model on one device."""
-        from gemma_lab.models.distribution import scope
+    @top_k.setter
+    def top_k(self, value: int) -> None:
+        self.runtime.top_k = value
 
-        return scope(self.distribution)
+    @property
+    def adapter_name(self) -> str | None:
+        """The LoRA adapter in use (None: the base model)."""
+        return self.runtime.adapter_name
+
+    @property
+    def compiled(self) -> CompiledModel:
+        """The compiled prefill / decode step / scoring functions (no hooks)."""
+        return decoder(self.runtime)
 
     def metadata(self, sampler: SamplerConfig | None = None) -> dict[str, Any]:
         """Provenance attached to every result."""
-        meta = {
-            "model": self.model_id,
-            "weights_sha256": self._loaded.weights_sha256,
-            "backend": self.backend,
-            "dtype": self.dtype,
-            "adapter": self.adapter_name,
-        }
-        if sampler is not None:
-            meta["sampler"] = sampler.to_dict()
-            meta["seed"] = sampler.seed
-        return meta
+        return self.runtime.metadata(sampler)
 
     def info(self) -> ModelInfo:
         """Model id, architecture, parameter count, weights hash, backend, dtype and memory.
@@ -147,39 +110,8 @@ class GemmaLab:
             >>> tiny_session().info().num_layers
             2
         """
-        backbone = self.backbone
-        weights_bytes = sum(
-            math.prod(v.shape) * _DTYPE_BYTES.get(str(v.dtype), 4) for v in backbone.weights
-        )
-        mesh = device_weights = device_memory = None
-        if self.distribution is not None:
-            from gemma_lab.models import distribution
+        return model_info(self.runtime)
 
-            mesh = distribution.describe(self.distribution)
-            device_weights = distribution.per_device_weight_bytes(backbone.weights)
-            device_memory = distribution.device_memory_in_use()
-        return ModelInfo(
-            model=self.model_id,
-            source=self._loaded.source,
-            architecture=type(backbone).__name__.replace("Backbone", ""),
-            parameters=int(backbone.count_params()),
-            num_layers=backbone.num_layers,
-            num_query_heads=backbone.num_query_heads,
-            num_key_value_heads=backbone.num_key_value_heads,
-            hidden_dim=backbone.hidden_dim,
-            vocabulary_size=backbone.vocabulary_size,
-            context_length=self.context_length,
-            weights_sha256=self._loaded.weights_sha256,
-            backend=self.backend,
-            dtype=self.dtype,
-            weights_bytes=weights_bytes,
-            peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            mesh=mesh,
-            device_weights_bytes=device_weights,
-            device_memory_bytes=device_memory,
-        )
-
-    # --- one fine-tune at a time, nothing else meanwhile -------------------------------------
     @contextmanager
     def training(self) -> Iterator[None]:
         """Hold the model for fine-tuning: other threads' generate / score / trace / adapter
@@ -192,37 +124,20 @@ class GemmaLab:
             ...     lab.generate("hi", max_new_tokens=1).finish_reason in ("length", "eos")
             True
         """
-        if not self._training_lock.acquire(blocking=False):
-            raise ModelBusyError(
-                "This model is already being fine-tuned. Stop that run (the Fine-tune panel's "
-                "Stop button, or interrupt its cell) or wait for it, then start another.")
-        self._training_thread = threading.get_ident()
-        try:
+        with self.runtime.training():
             yield
-        finally:
-            self._training_thread = None
-            self._training_lock.release()
-
-    def ensure_idle(self, action: str) -> None:
-        """Raise `ModelBusyError` if another thread is fine-tuning this model (its weights
-        and LoRA layers change under `action`)."""
-        owner = self._training_thread
-        if owner is not None and owner != threading.get_ident():
-            raise ModelBusyError(
-                f"Cannot {action} while this model is being fine-tuned (the Fine-tune panel or "
-                "another thread). Wait for it to finish or press Stop, then run this again; "
-                "the model and any adapter are kept.")
 
     # --- generation ------------------------------------------------------------------------
-    def stream(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
-               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-               stop: str | list[str] | None = None,
+    def stream(self, prompt: str, max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+               temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+               seed: int | None = None, stop: str | list[str] | None = None,
                prompt_ids: list[int] | None = None) -> GenerationStream:
         """Generate token by token: iterate for `TokenStats`, then read `.result`.
 
         `prompt_ids` (optional, `<bos>` first) continues exactly these token ids instead of
         encoding `prompt`, e.g. to branch from a chosen alternative token; `prompt` should then
-        be the text they decode to (it labels the result).
+        be the text they decode to (it labels the result). Hooks in force when the stream is
+        made apply to all of it.
 
         Example:
             >>> from gemma_lab.testing import tiny_session
@@ -230,10 +145,10 @@ class GemmaLab:
             >>> len(list(stream)) <= 3
             True
         """
-        self.ensure_idle("generate")
+        self.runtime.ensure_idle("generate")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         return GenerationStream(
-            self,
+            self.runtime,
             prompt,
             max_new_tokens=max_new_tokens,
             sampler=SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed),
@@ -241,9 +156,10 @@ class GemmaLab:
             prompt_ids=None if prompt_ids is None else [int(i) for i in prompt_ids],
         )
 
-    def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
-                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 stop: str | list[str] | None = None, stream: bool = False) -> Generation:
+    def generate(self, prompt: str, max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+                 temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None, stop: str | list[str] | None = None,
+                 stream: bool = False) -> Generation:
         """Generate a continuation of `prompt` and record each token's probability,
         rank, entropy and top-k alternatives.
 
@@ -272,12 +188,29 @@ class GemmaLab:
             >>> tiny_session().score("hello world").ranks[0] >= 1
             True
         """
-        self.ensure_idle("score text")
-        return score_text(self, text)
+        self.runtime.ensure_idle("score text")
+        return score_text(self.runtime, text)
+
+    # --- chat ---------------------------------------------------------------------------------
+    def chat(self, message: str, **sampler: Any) -> Generation:
+        """Chat with an instruction-tuned model (Gemma chat template, history kept).
+
+        Not in this build yet: it raises `NotAvailableError`; use `generate` with the
+        template written out meanwhile.
+        """
+        raise NotAvailableError(
+            "Chat is not available in this gemma_lab build yet. Meanwhile write the template "
+            "out: lab.generate('<start_of_turn>user\\n...<end_of_turn>\\n<start_of_turn>"
+            "model\\n').")
+
+    def reset_chat(self) -> None:
+        """Forget the chat history (see `chat`: not in this build yet)."""
+        raise NotAvailableError("Chat is not available in this gemma_lab build yet, so there "
+                                "is no chat history to reset.")
 
     # --- inspection --------------------------------------------------------------------------
     def trace(self, text: str, layers: list[int] | None = None,
-              heads: list[int] | None = None) -> Any:
+              heads: list[int] | None = None) -> Trace:
         """One forward pass capturing attention probabilities, residual stream and logit lens.
 
         Example:
@@ -286,13 +219,11 @@ class GemmaLab:
             >>> t.attention.ndim
             4
         """
-        from gemma_lab.inspect.trace import trace_text
+        self.runtime.ensure_idle("trace")
+        return trace_text(self.runtime, text, layers=layers, heads=heads)
 
-        self.ensure_idle("trace")
-        return trace_text(self, text, layers=layers, heads=heads)
-
-    def attribute(self, prompt: str, target: str, method: str = "grad_x_input",
-                  steps: int = 256) -> Any:
+    def attribute(self, prompt: str, target: str, method: str = defaults.ATTRIBUTION_METHOD,
+                  steps: int = defaults.INTEGRATED_GRADIENTS_STEPS) -> Attribution:
         """Attribute the log-probability of `target` after `prompt` to the prompt's tokens.
 
         `method`: "grad_x_input" or "integrated_gradients" (`steps` path points; 256 keeps
@@ -304,17 +235,89 @@ class GemmaLab:
             >>> len(a.scores) == len(a.tokens)
             True
         """
-        from gemma_lab.inspect.attribution import attribute_text
+        self.runtime.ensure_idle("attribute")
+        return attribute_text(self.runtime, prompt, target, method=method, steps=steps)
 
-        self.ensure_idle("attribute")
-        return attribute_text(self, prompt, target, method=method, steps=steps)
+    # --- hook points -------------------------------------------------------------------------
+    def hook_points(self) -> list[str]:
+        """Every hook-point name of this model, in forward order (see `gemma_lab.forward`).
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> tiny_session().hook_points()[:2]
+            ['embed', 'blocks.0.resid_pre']
+        """
+        return self.runtime.hook_points()
+
+    @contextmanager
+    def hooks(self, hooks: Hooks) -> Iterator[HookSet]:
+        """Apply `{point: fn(value, ctx) -> value}` (or a `HookSet`) to every forward pass
+        inside the block: generate, stream, score, trace, attribute, run_with_cache.
+
+        Hook functions run inside compiled code: compute with `keras.ops`; return None to
+        leave the value as it is. Nothing stays on the model after the block.
+
+        Example:
+            >>> from keras import ops
+            >>> from gemma_lab.testing import tiny_session
+            >>> lab = tiny_session()
+            >>> with lab.hooks({"blocks.0.attn.z": lambda z, ctx: ops.zeros_like(z)}):
+            ...     ablated = lab.score("hello world").total_logprob
+            >>> ablated != lab.score("hello world").total_logprob
+            True
+        """
+        hook_set = hooks if isinstance(hooks, HookSet) else HookSet.of(hooks)
+        with self.runtime.hooked(hook_set):
+            yield hook_set
+
+    def run_with_cache(self, text: str,
+                       names: Sequence[str] | Callable[[str], bool] | None = None
+                       ) -> ActivationCache:
+        """Run `text` once and keep the values of hook points `names` (a list, a predicate,
+        or None for all): `cache["blocks.3.resid_post"]` is [position, hidden], <bos> first.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> cache = tiny_session().run_with_cache("hello", names=["embed"])
+            >>> cache["embed"].shape[0] == len(cache.tokens)
+            True
+        """
+        self.runtime.ensure_idle("run the model")
+        return run_with_cache(self.runtime, text, names)
 
     # --- fine-tuning ---------------------------------------------------------------------------
-    def finetune(self, data: Any, rank: int = 4, epochs: int = 1, learning_rate: float = 2e-4,
-                 batch_size: int = 4, max_length: int = 128, validation: Any = None,
+    def finetune_run(self, data: Any, rank: int = defaults.FINETUNE["rank"],
+                     epochs: int = defaults.FINETUNE["epochs"],
+                     learning_rate: float = defaults.FINETUNE["learning_rate"],
+                     batch_size: int = defaults.FINETUNE["batch_size"],
+                     max_length: int = defaults.FINETUNE["max_length"],
+                     validation: Any = None, callbacks: list[Any] | None = None,
+                     progress: bool = True, keep_partial: bool = True, compare: Any = None,
+                     seed: int | None = None, live_figure: bool | None = None) -> FinetuneRun:
+        """A LoRA fine-tuning run, checked and ready: `.run()` trains, `.stop()` (from another
+        thread) ends it at a step boundary. `lab.finetune` is `finetune_run(...).run()`.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> run = tiny_session().finetune_run(["hello world"] * 8, rank=2, progress=False)
+            >>> run.steps_per_epoch
+            2
+        """
+        return FinetuneRun(
+            self.runtime, data, rank=rank, epochs=epochs, learning_rate=learning_rate,
+            batch_size=batch_size, max_length=max_length, validation=validation,
+            compare=compare, callbacks=callbacks, progress=progress,
+            keep_partial=keep_partial, seed=seed, live_figure=live_figure,
+        )
+
+    def finetune(self, data: Any, rank: int = defaults.FINETUNE["rank"],
+                 epochs: int = defaults.FINETUNE["epochs"],
+                 learning_rate: float = defaults.FINETUNE["learning_rate"],
+                 batch_size: int = defaults.FINETUNE["batch_size"],
+                 max_length: int = defaults.FINETUNE["max_length"], validation: Any = None,
                  callbacks: list[Any] | None = None, progress: bool = True,
                  keep_partial: bool = True, compare: Any = None,
-                 seed: int | None = None) -> Any:
+                 seed: int | None = None) -> FinetuneResult:
         """LoRA fine-tune this model on `data` and return a `FinetuneResult`.
 
         `data`: list of strings, list of {"prompt", "response"} dicts, a pandas DataFrame with
@@ -330,21 +333,17 @@ class GemmaLab:
             >>> lab.finetune(["hello world"] * 8, rank=2, epochs=2, progress=False).steps
             4
         """
-        from gemma_lab.finetune import FinetuneRun
-
-        return FinetuneRun(
-            self, data, rank=rank, epochs=epochs, learning_rate=learning_rate,
+        return self.finetune_run(
+            data, rank=rank, epochs=epochs, learning_rate=learning_rate,
             batch_size=batch_size, max_length=max_length, validation=validation,
-            compare=compare, callbacks=callbacks, progress=progress,
-            keep_partial=keep_partial, seed=seed,
+            callbacks=callbacks, progress=progress, keep_partial=keep_partial,
+            compare=compare, seed=seed,
         ).run()
 
     @cached_property
-    def adapters(self) -> Any:
+    def adapters(self) -> Adapters:
         """Save / load / unload / list LoRA adapters (`gemma_lab.finetune.Adapters`)."""
-        from gemma_lab.finetune import Adapters
-
-        return Adapters(self)
+        return Adapters(self.runtime)
 
     def __repr__(self) -> str:
         return f"<GemmaLab {self.model_id} on {self.backend}, {self.dtype}>"

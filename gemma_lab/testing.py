@@ -153,6 +153,16 @@ def tiny_session(architecture: str = "gemma3") -> Any:
                                 "float32"))
 
 
+def tiny_runtime(architecture: str = "gemma3") -> Any:
+    """The `ModelRuntime` of `tiny_session(architecture)`.
+
+    Example:
+        >>> tiny_runtime().adapter.num_layers
+        2
+    """
+    return tiny_session(architecture).runtime
+
+
 # --- running magics on a real IPython shell ----------------------------------------------------
 class MagicRun:
     """What one cell run on a real InteractiveShell produced.

@@ -58,14 +58,14 @@ def test_grad_x_input_record(lab):
 
 def test_grad_x_input_equals_finite_difference_directional_derivative(lab):
     """score_p = d/dε log p(target) along x_p → (1 + ε) x_p: check it by central differences."""
-    from gemma_lab.inspect.attribution import embed_tokens, target_logprob_for
+    from gemma_lab.inspect.attribution import target_logprob_for
 
     a = lab.attribute(PROMPT, target=TARGET)
     prompt_ids = lab.tokenizer.encode(PROMPT, add_bos=True)
     ids = prompt_ids + lab.tokenizer.encode(TARGET)
-    compiled = target_logprob_for(lab)
+    compiled = target_logprob_for(lab.runtime, lab.runtime.active_hooks)
     inputs = compiled.inputs(ids, len(prompt_ids))
-    x = embed_tokens(lab.backbone, ids, inputs[0].shape[1])
+    x = compiled.embeddings(inputs)
     eps = 1e-2
     directions = np.zeros((len(a.tokens) + 1, *x.shape[1:]), dtype="float32")
     for p in range(len(a.tokens)):
@@ -92,14 +92,14 @@ def test_integrated_gradients_completeness(lab):
 
 
 def test_integrated_gradients_baseline_zeroes_the_prompt_embeddings(lab):
-    from gemma_lab.inspect.attribution import embed_tokens, target_logprob_for
+    from gemma_lab.inspect.attribution import target_logprob_for
 
     a = lab.attribute(PROMPT, target=TARGET, method="integrated_gradients", steps=8)
     prompt_ids = lab.tokenizer.encode(PROMPT, add_bos=True)
     ids = prompt_ids + lab.tokenizer.encode(TARGET)
-    compiled = target_logprob_for(lab)
+    compiled = target_logprob_for(lab.runtime, lab.runtime.active_hooks)
     inputs = compiled.inputs(ids, len(prompt_ids))
-    baseline = embed_tokens(lab.backbone, ids, inputs[0].shape[1])
+    baseline = compiled.embeddings(inputs)
     baseline[:, 1:len(prompt_ids)] = 0
     assert abs(compiled.value(baseline, inputs)[0] - a.baseline_logprob) <= 1e-5
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gemma_lab.errors import InputError
-from gemma_lab.finetune import FinetuneRun, load_examples
+from gemma_lab.finetune import load_examples
 from gemma_lab.finetune.data import Example, data_hash, tokenise
 from gemma_lab.testing import tiny_tokenizer
 
@@ -125,7 +125,7 @@ def test_bad_hyperparameters_fail_before_training():
                             ({"learning_rate": -1}, "learning_rate"),
                             ({"validation": 1.5}, "between 0 and 1")):
         with pytest.raises(InputError, match=message):
-            FinetuneRun(lab, PAIRS, progress=False, **kwargs)
+            lab.finetune_run(PAIRS, progress=False, **kwargs)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def test_stop_and_keyboard_interrupt_end_at_a_step_boundary():
 
     # keep_partial=False: the pre-training adapter (here: the partial one above) comes back.
     partial = logits(lab)
-    run = FinetuneRun(lab, PAIRS * 4, epochs=2, learning_rate=1e-2, progress=False,
+    run = lab.finetune_run(PAIRS * 4, epochs=2, learning_rate=1e-2, progress=False,
                       keep_partial=False)
 
     class StopAfterFirst(keras.callbacks.Callback):
@@ -206,7 +206,7 @@ def test_stop_from_another_thread():
     import threading
 
     lab = fresh_lab()
-    run = FinetuneRun(lab, PAIRS * 25, epochs=5, batch_size=2, progress=False)
+    run = lab.finetune_run(PAIRS * 25, epochs=5, batch_size=2, progress=False)
     timer = threading.Timer(0.0, run.stop)
     timer.start()
     time.sleep(0.01)

@@ -92,7 +92,7 @@ def test_generation_payload_validates_and_carries_the_record(generation):
 
 def test_prompt_tokens_come_first_with_text_and_id_only(tiny_lab, generation):
     prompt = render.prompt_entries(tiny_lab.tokenizer, generation.prompt_token_ids)
-    data = render.generation_payload(generation, prompt_tokens=prompt)
+    data = generation.to_dict(prompt_tokens=prompt)
     validate(data)
     roles = [t["role"] for t in data["tokens"]]
     n_prompt = len(generation.prompt_token_ids)
@@ -196,7 +196,7 @@ def test_long_prompts_lose_their_earliest_tokens_first():
     record = Generation(prompt="p", text="g" * 10, steps=steps,
                         prompt_token_ids=tuple(range(MAX_TOKENS)), finish_reason="length")
     prompt = [render.token_entry("prompt", str(i), i) for i in range(MAX_TOKENS)]
-    data = render.generation_payload(record, prompt_tokens=prompt)
+    data = record.to_dict(prompt_tokens=prompt)
     assert len(data["tokens"]) == MAX_TOKENS and data["truncated"] is True
     assert data["tokens"][0]["id"] == 10 and data["tokens"][-1]["role"] == "generated"
 

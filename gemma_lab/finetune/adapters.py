@@ -22,7 +22,7 @@ from gemma_lab.models.cache import MARKER, cache_root, write_entry
 
 if TYPE_CHECKING:
     from gemma_lab.finetune.result import FinetuneResult
-    from gemma_lab.session import GemmaLab
+    from gemma_lab.runtime import ModelRuntime
 
 FORMAT = "gemma_lab.lora_adapter"
 FORMAT_VERSION = 1
@@ -45,21 +45,21 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def base_identity(session: GemmaLab) -> dict[str, Any]:
+def base_identity(runtime: ModelRuntime) -> dict[str, Any]:
     """The base model an adapter belongs to: model id and weights sha256.
 
     Models loaded from a GGUF carry its sha256; others (preset directories, remote presets,
     test models) get a sha256 over their base (non-LoRA) weights.
     """
-    sha = session._loaded.weights_sha256
+    sha = runtime.loaded.weights_sha256
     if sha is None:
         digest = hashlib.sha256()
-        for weight in session.backbone.weights:
+        for weight in runtime.backbone.weights:
             if "lora_kernel" not in weight.path:
                 digest.update(weight.path.encode())
                 digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
         sha = "weights:" + digest.hexdigest()
-    return {"model": session.model_id, "weights_sha256": sha}
+    return {"model": runtime.model_id, "weights_sha256": sha}
 
 
 class Adapters:
@@ -77,20 +77,24 @@ class Adapters:
         True
     """
 
-    def __init__(self, session: GemmaLab):
-        self._session = session
+    def __init__(self, runtime: ModelRuntime):
+        self._runtime = runtime
         self._base: dict[str, Any] | None = None
-        self.last_result: FinetuneResult | None = None
+
+    @property
+    def last_result(self) -> FinetuneResult | None:
+        """The fine-tune that produced the unsaved adapter in use (recorded by `save`)."""
+        return self._runtime.adapter_provenance
 
     @property
     def active(self) -> str | None:
         """The name of the adapter in use (None: the base model)."""
-        return self._session.adapter_name
+        return self._runtime.adapter_name
 
     def base(self) -> dict[str, Any]:
         # Hashing weights is slow for large models and the base weights never change.
         if self._base is None:
-            self._base = base_identity(self._session)
+            self._base = base_identity(self._runtime)
         return self._base
 
     def path(self, name: str) -> Path:
@@ -99,9 +103,9 @@ class Adapters:
     def save(self, name: str) -> Path:
         """Write the active LoRA weights and their provenance as adapter `name` (replacing
         one of that name); the session's adapter is then called `name`."""
-        self._session.ensure_idle("save an adapter")
+        self._runtime.ensure_idle("save an adapter")
         path = self.path(name)
-        backbone = self._session.backbone
+        backbone = self._runtime.backbone
         rank = lora.lora_rank(backbone)
         if rank is None:
             raise GemmaLabError("There is no adapter to save: fine-tune first "
@@ -122,7 +126,7 @@ class Adapters:
             "final_validation_loss": (result.validation_loss[-1]
                                       if result and result.validation_loss else None),
             "steps": result.steps if result else None,
-            "trained_from": self._session.adapter_name,
+            "trained_from": self._runtime.adapter_name,
         }
 
         def fill(directory: Path) -> None:
@@ -131,7 +135,7 @@ class Adapters:
             (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
 
         write_entry(path, fill, {"kind": "adapter", "name": name})
-        self._session.adapter_name = name
+        self._runtime.adapter_name = name
         return path
 
     def metadata(self, name: str) -> dict[str, Any]:
@@ -153,7 +157,7 @@ class Adapters:
 
     def load(self, name: str) -> dict[str, Any]:
         """Make adapter `name` active; refuses one trained on a different base model."""
-        self._session.ensure_idle("load an adapter")
+        self._runtime.ensure_idle("load an adapter")
         metadata = self.metadata(name)
         saved, here = metadata["base"], self.base()
         if saved != here:
@@ -165,18 +169,18 @@ class Adapters:
             )
         with np.load(self.path(name) / WEIGHTS_FILE) as archive:
             weights = {key: archive[key] for key in archive.files}
-        lora.ensure_lora(self._session, int(metadata["rank"]))
-        lora.assign_lora(self._session.backbone, weights)
-        self._session.adapter_name = name
-        self.last_result = None
+        lora.ensure_lora(self._runtime, int(metadata["rank"]))
+        lora.assign_lora(self._runtime.backbone, weights)
+        self._runtime.adapter_name = name
+        self._runtime.adapter_provenance = None
         return metadata
 
     def unload(self) -> None:
         """Back to the base model: every LoRA update set to zero (logits equal the base's)."""
-        self._session.ensure_idle("unload the adapter")
-        lora.zero_lora(self._session.backbone)
-        self._session.adapter_name = None
-        self.last_result = None
+        self._runtime.ensure_idle("unload the adapter")
+        lora.zero_lora(self._runtime.backbone)
+        self._runtime.adapter_name = None
+        self._runtime.adapter_provenance = None
 
     def names(self) -> list[str]:
         root = adapters_dir()
@@ -203,7 +207,7 @@ class Adapters:
                 "data_sha256": metadata.get("data_sha256"),
                 "final_loss": metadata.get("final_loss"),
                 "created": metadata.get("created"),
-                "active": name == self._session.adapter_name,
+                "active": name == self._runtime.adapter_name,
             })
         return rows
 

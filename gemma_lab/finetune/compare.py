@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab.decoding import decoder
 from gemma_lab.finetune.data import Example, example_ids, load_examples
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from gemma_lab.session import GemmaLab
+    from gemma_lab.runtime import ModelRuntime
 
 
 @dataclass(frozen=True)
@@ -29,25 +30,25 @@ class ResponseProbabilities:
         return float(np.mean(np.log(np.maximum(self.probs, 1e-45))))
 
 
-def response_probabilities(session: GemmaLab, examples: Any) -> list[ResponseProbabilities]:
+def response_probabilities(runtime: ModelRuntime, examples: Any) -> list[ResponseProbabilities]:
     """Probability of every response token of `examples` (any fine-tuning data form) given
-    its prompt, under the session's model as it is now (adapter included).
+    its prompt, under the model as it is now (adapter and hooks in force included).
 
     Example:
-        >>> from gemma_lab.testing import tiny_session
-        >>> rows = response_probabilities(tiny_session(), [{"prompt": "hi", "response": " x"}])
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> rows = response_probabilities(tiny_runtime(), [{"prompt": "hi", "response": " x"}])
         >>> rows[0].tokens[-1], 0 < rows[0].probs[0] < 1
         ('<eos>', True)
     """
     if not isinstance(examples, list) or not all(isinstance(e, Example) for e in examples):
         examples = load_examples(examples, what="comparison examples")
-    tokenizer = session.tokenizer
+    tokenizer = runtime.tokenizer
+    model = decoder(runtime, runtime.active_hooks)
     results = []
     for example in examples:
         ids, response_start = example_ids(tokenizer, example)
-        ids = ids[: session.context_length]
-        stats = session.compiled.score(np.asarray(ids, dtype="int32"),
-                                       limit=session.context_length)
+        ids = ids[: runtime.context_length]
+        stats = model.score(np.asarray(ids, dtype="int32"), limit=runtime.context_length)
         # stats["logprob"][t] is the log-probability of ids[t + 1].
         logprobs = stats["logprob"][response_start - 1:]
         response_ids = ids[response_start:]

@@ -14,7 +14,7 @@ import numpy as np
 from gemma_lab.errors import GemmaLabError, InputError
 
 if TYPE_CHECKING:
-    from gemma_lab.session import GemmaLab
+    from gemma_lab.runtime import ModelRuntime
 
 LoraWeights = dict[str, np.ndarray]
 
@@ -36,8 +36,8 @@ def lora_rank(backbone: Any) -> int | None:
     return int(layers[0][1].lora_rank) if layers else None
 
 
-def ensure_lora(session: GemmaLab, rank: int) -> bool:
-    """Enable LoRA of `rank` on the session's backbone; True if it was newly enabled.
+def ensure_lora(runtime: ModelRuntime, rank: int) -> bool:
+    """Enable LoRA of `rank` on the runtime's backbone; True if it was newly enabled.
 
     Example:
         >>> from gemma_lab.testing import tiny_causal_lm
@@ -49,7 +49,7 @@ def ensure_lora(session: GemmaLab, rank: int) -> bool:
     """
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
         raise InputError(f"rank must be a positive integer, got {rank!r}.")
-    current = lora_rank(session.backbone)
+    current = lora_rank(runtime.backbone)
     if current == rank:
         return False
     if current is not None:
@@ -58,9 +58,10 @@ def ensure_lora(session: GemmaLab, rank: int) -> bool:
             f"layer's LoRA rank cannot change. Use rank={current}, or load a fresh session "
             "(gemma_lab.load()) for a different rank."
         )
-    with session.distribution_scope():  # new variables take the session's device layout
-        session.backbone.enable_lora(rank)
-    invalidate_compiled(session)
+    with runtime.distribution_scope():  # new variables take the session's device layout
+        runtime.backbone.enable_lora(rank)
+    # Compiled functions captured the variable list before LoRA added variables.
+    runtime.invalidate_compiled()
     return True
 
 
@@ -107,17 +108,10 @@ def zero_lora(backbone: Any) -> None:
         layer.lora_kernel_b.assign(np.zeros(tuple(layer.lora_kernel_b.shape), "float32"))
 
 
-def invalidate_compiled(session: GemmaLab) -> None:
-    """Drop compiled functions that captured the model's variable list before LoRA added
-    variables; they are rebuilt (and retraced) on next use."""
-    session.invalidate_compiled()
-
-
 __all__ = [
     "LoraWeights",
     "assign_lora",
     "ensure_lora",
-    "invalidate_compiled",
     "lora_layers",
     "lora_paths",
     "lora_rank",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemma_lab.backend import import_keras
+from gemma_lab.defaults import FINETUNE
 from gemma_lab.errors import GemmaLabError, InputError
 from gemma_lab.finetune import lora
 from gemma_lab.finetune._live import LiveFeedback
@@ -26,7 +27,7 @@ from gemma_lab.finetune.result import FinetuneResult
 from gemma_lab.models.distribution import check_batch_size
 
 if TYPE_CHECKING:
-    from gemma_lab.session import GemmaLab
+    from gemma_lab.runtime import ModelRuntime
 
 # Held-out examples scored before and after training when `compare` is not given.
 MAX_COMPARE_EXAMPLES = 16
@@ -55,13 +56,16 @@ class FinetuneRun:
         (1, False)
     """
 
-    def __init__(self, session: GemmaLab, data: Any, *, rank: int = 4, epochs: int = 1,
-                 learning_rate: float = 2e-4, batch_size: int = 4, max_length: int = 128,
+    def __init__(self, runtime: ModelRuntime, data: Any, *, rank: int = FINETUNE["rank"],
+                 epochs: int = FINETUNE["epochs"],
+                 learning_rate: float = FINETUNE["learning_rate"],
+                 batch_size: int = FINETUNE["batch_size"],
+                 max_length: int = FINETUNE["max_length"],
                  validation: Any = None, compare: Any = None,
                  callbacks: Sequence[Any] | None = None, progress: bool = True,
                  keep_partial: bool = True, seed: int | None = None,
                  live_figure: bool | None = None):
-        self.session = session
+        self.runtime = runtime
         self.rank = _positive_int("rank", rank)
         self.epochs = _positive_int("epochs", epochs)
         self.batch_size = _positive_int("batch_size", batch_size)
@@ -81,14 +85,14 @@ class FinetuneRun:
             load_examples(compare, what="compare examples") if compare is not None
             else self.validation_examples[:MAX_COMPARE_EXAMPLES]
         )
-        tokenizer = session.tokenizer
+        tokenizer = runtime.tokenizer
         self.train_data = tokenise(self.train_examples, tokenizer, self.max_length)
         self.validation_data = (
             tokenise(self.validation_examples, tokenizer, self.max_length, what="validation")
             if self.validation_examples else None
         )
         self.data_sha256 = data_hash(self.train_examples)
-        check_batch_size(session.distribution, self.batch_size)
+        check_batch_size(runtime.distribution, self.batch_size)
         self.steps_per_epoch = -(-self.train_data.num_examples // self.batch_size)
         self.result: FinetuneResult | None = None
         self._stop_requested = threading.Event()
@@ -109,19 +113,19 @@ class FinetuneRun:
         """Train; on stop or Ctrl-C keep (or, with keep_partial=False, undo) the partial
         adapter and return the result either way."""
         # On a device mesh, LoRA and optimizer variables and the batches follow its layout.
-        with self.session.training(), self.session.distribution_scope():
+        with self.runtime.training(), self.runtime.distribution_scope():
             return self._run()
 
     def _run(self) -> FinetuneResult:
         keras = import_keras()
-        session = self.session
-        causal_lm = session.causal_lm
+        runtime = self.runtime
+        causal_lm = runtime.causal_lm
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed)
-        lora.ensure_lora(session, self.rank)
-        weights_before = lora.lora_weights(session.backbone)
-        adapter_before = session.adapter_name
-        before = (response_probabilities(session, self.compare_examples)
+        lora.ensure_lora(runtime, self.rank)
+        weights_before = lora.lora_weights(runtime.backbone)
+        adapter_before = runtime.adapter_name
+        before = (response_probabilities(runtime, self.compare_examples)
                   if self.compare_examples else None)
 
         total_steps = self.epochs * self.steps_per_epoch
@@ -166,16 +170,16 @@ class FinetuneRun:
                   else "stopped" if stopped else "completed")
         kept = not stopped or self.keep_partial
         if kept:
-            session.adapter_name = f"unsaved-{self.data_sha256[:8]}" if steps else adapter_before
+            runtime.adapter_name = f"unsaved-{self.data_sha256[:8]}" if steps else adapter_before
         else:
-            lora.assign_lora(session.backbone, weights_before)
-            session.adapter_name = adapter_before
-        lora.invalidate_compiled(session)
+            lora.assign_lora(runtime.backbone, weights_before)
+            runtime.adapter_name = adapter_before
+        runtime.invalidate_compiled()
 
         comparison = None
         if before is not None:
             comparison = Comparison(tuple(before),
-                                    tuple(response_probabilities(session, self.compare_examples)))
+                                    tuple(response_probabilities(runtime, self.compare_examples)))
         self.result = FinetuneResult(
             train_loss=tuple(recorder.train_loss),
             validation_loss=tuple(recorder.validation_loss),
@@ -193,10 +197,10 @@ class FinetuneRun:
             adapter_kept=kept,
             comparison=comparison,
             timing={"first_step_s": recorder.first_step_s, "fit_s": fit_s},
-            metadata=session.metadata(),
+            metadata=runtime.metadata(),
         )
         if kept and steps:
-            session.adapters.last_result = self.result  # provenance for adapters.save()
+            runtime.adapter_provenance = self.result  # what adapters.save() records
         return self.result
 
 

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gemma_lab.backend import compile_function, import_keras, to_numpy
+from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.errors import InputError
-from gemma_lab.inspect.blocks import decoder_blocks, embed, unembed
+from gemma_lab.forward import ForwardPass, HookContext, HookSet, compiled_pass
 from gemma_lab.inspect.gradients import values_and_grad
 from gemma_lab.inspect.records import Attribution
 
 if TYPE_CHECKING:
-    from gemma_lab.session import GemmaLab
+    from gemma_lab.runtime import ModelRuntime
 
 METHODS = ("grad_x_input", "integrated_gradients")
 # Integrated gradients integrates α over [PATH_START, 1] in log α (see `path_points`).
@@ -29,51 +29,67 @@ def _power_of_two(n: int, minimum: int = 1) -> int:
     return max(minimum, 1 << (n - 1).bit_length())
 
 
-class TargetLogprob:
-    """log p(target | prefix) as a function of the input embeddings, and its gradient,
-    compiled once per padded shape for one keras-hub Gemma CausalLM.
+class _Replace:
+    """A hook that swaps in the tensor set as `value` (the input being differentiated)."""
 
-    Inputs are padded (sequence and target lengths to powers of two) so that new prompts
-    reuse compiled code; padded positions are masked and padded targets weigh zero.
+    value: Any = None
+
+    def __call__(self, value: Any, context: HookContext) -> Any:
+        return self.value
+
+
+class TargetLogprob:
+    """log p(target | prefix) as a function of the residual stream entering block 0 (the
+    scaled input embeddings), and its gradient, compiled once per padded shape.
+
+    The model's own forward pass runs with `blocks.0.resid_pre` replaced by the given
+    embeddings (then any hooks in force). Inputs are padded (sequence and target lengths to
+    powers of two) so new prompts reuse compiled code; padded positions are masked and padded
+    targets weigh zero.
     """
 
-    def __init__(self, causal_lm: Any):
-        self.causal_lm = causal_lm
-        self.backbone = causal_lm.backbone
-        self._gradient = compile_function(self._gradient_fn, causal_lm)
-        self._value = compile_function(self._value_fn, causal_lm)
+    def __init__(self, runtime: ModelRuntime, hooks: HookSet):
+        self._replace = _Replace()
+        run = runtime.forward_pass(HookSet.of({"blocks.0.resid_pre": self._replace}) | hooks)
+        self._gradient = compiled_pass(run, self._gradient_fn)
+        self._value = compiled_pass(run, self._value_fn)
+        self._embed = compiled_pass(
+            runtime.forward_pass(HookSet.of(records=["blocks.0.resid_pre"])), self._embed_fn)
 
-    def logprob(self, embeddings: Any, padding_mask: Any, positions: Any, targets: Any,
-                weights: Any) -> Any:
-        """Σ_i weights[i] · log p(targets[i] | tokens ≤ positions[i]) per embeddings row.
-
-        Runs the model's own decoder blocks on `embeddings` [batch, length, hidden].
-        """
+    def logprob(self, run: ForwardPass, embeddings: Any, token_ids: Any, padding_mask: Any,
+                positions: Any, targets: Any, weights: Any) -> Any:
+        """Σ_i weights[i] · log p(targets[i] | tokens ≤ positions[i]) per embeddings row."""
         ops = import_keras().ops
-        embeddings, padding_mask, positions, targets, weights = (
+        embeddings, token_ids, padding_mask, positions, targets, weights = (
             ops.convert_to_tensor(value)
-            for value in (embeddings, padding_mask, positions, targets, weights)
+            for value in (embeddings, token_ids, padding_mask, positions, targets, weights)
         )
         batch, length = ops.shape(embeddings)[0], ops.shape(embeddings)[1]
-        mask = ops.broadcast_to(padding_mask, (batch, length))
-        x = embeddings
-        for block in decoder_blocks(self.backbone):
-            x = block(x, padding_mask=mask)
-        logits = ops.cast(unembed(self.backbone, ops.take(x, positions, axis=1)), "float32")
+        self._replace.value = embeddings
+        hidden = run.sequence(ops.broadcast_to(token_ids, (batch, length)),
+                              ops.broadcast_to(padding_mask, (batch, length)))
+        logits = ops.cast(run.unembed(ops.take(hidden, positions, axis=1)), "float32")
         logprobs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
         index = ops.broadcast_to(targets[None, :, None], (batch, ops.shape(targets)[0], 1))
         picked = ops.take_along_axis(logprobs, index, axis=-1)[..., 0]
         return ops.sum(picked * weights[None, :], axis=-1)
 
-    def _gradient_fn(self, embeddings: Any, *rest: Any) -> tuple[Any, Any]:
-        return values_and_grad(lambda x: self.logprob(x, *rest), embeddings)
+    def _gradient_fn(self, run: ForwardPass, embeddings: Any, *rest: Any) -> tuple[Any, Any]:
+        return values_and_grad(lambda x: self.logprob(run, x, *rest), embeddings)
 
-    def _value_fn(self, embeddings: Any, *rest: Any) -> Any:
-        return self.logprob(embeddings, *rest)
+    def _value_fn(self, run: ForwardPass, embeddings: Any, *rest: Any) -> Any:
+        return self.logprob(run, embeddings, *rest)
+
+    def _embed_fn(self, run: ForwardPass, token_ids: Any, padding_mask: Any) -> Any:
+        run.sequence(token_ids, padding_mask)
+        return run.take_records()["blocks.0.resid_pre"]
 
     def inputs(self, token_ids: list[int], prompt_length: int) -> tuple[np.ndarray, ...]:
-        """(padding_mask, positions, targets, weights), padded, for a prompt + target."""
+        """(token_ids, padding_mask, positions, targets, weights), padded, for a prompt +
+        target."""
         length = _power_of_two(len(token_ids), MIN_LENGTH)
+        padded_ids = np.zeros((1, length), dtype="int32")
+        padded_ids[0, : len(token_ids)] = token_ids
         padding_mask = np.zeros((1, length), dtype="int32")
         padding_mask[0, : len(token_ids)] = 1
         count = len(token_ids) - prompt_length
@@ -86,7 +102,14 @@ class TargetLogprob:
         positions[:count] = np.arange(prompt_length - 1, len(token_ids) - 1)
         targets[:count] = token_ids[prompt_length:]
         weights[:count] = 1.0
-        return padding_mask, positions, targets, weights
+        return padded_ids, padding_mask, positions, targets, weights
+
+    def embeddings(self, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+        """The residual stream entering block 0 [1, length, hidden] (padded rows zeroed), in
+        the model's dtype."""
+        token_ids, padding_mask = inputs[0], inputs[1]
+        x = to_numpy(self._embed(token_ids, padding_mask))
+        return x * padding_mask[..., None].astype(x.dtype)
 
     def gradient(self, embeddings: np.ndarray, inputs: tuple[np.ndarray, ...]
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -97,9 +120,9 @@ class TargetLogprob:
         return to_numpy(self._value(embeddings, *inputs)).astype("float64")
 
 
-def target_logprob_for(session: GemmaLab) -> TargetLogprob:
-    """The session's compiled `TargetLogprob`, built on first use."""
-    return session.compiled_for("attribution", lambda: TargetLogprob(session.causal_lm))
+def target_logprob_for(runtime: ModelRuntime, hooks: HookSet) -> TargetLogprob:
+    """The runtime's compiled `TargetLogprob` for `hooks`, built on first use."""
+    return runtime.compiled("attribution", lambda _: TargetLogprob(runtime, hooks), hooks)
 
 
 def path_points(steps: int, start: float = PATH_START) -> tuple[np.ndarray, np.ndarray]:
@@ -126,18 +149,7 @@ def path_points(steps: int, start: float = PATH_START) -> tuple[np.ndarray, np.n
     return alphas, alphas * span / steps
 
 
-def embed_tokens(backbone: Any, token_ids: list[int], length: int | None = None) -> np.ndarray:
-    """The residual stream entering block 0 for `token_ids`, zero-padded to `length`:
-    [1, length, hidden] in the model's dtype."""
-    ops = import_keras().ops
-    x = to_numpy(embed(backbone, ops.convert_to_tensor(np.asarray([token_ids], dtype="int32"))))
-    length = length or len(token_ids)
-    padded = np.zeros((1, length, x.shape[-1]), dtype=x.dtype)
-    padded[:, : len(token_ids)] = x
-    return padded
-
-
-def attribute_text(session: GemmaLab, prompt: str, target: str, method: str = "grad_x_input",
+def attribute_text(runtime: ModelRuntime, prompt: str, target: str, method: str = "grad_x_input",
                    steps: int = 256) -> Attribution:
     """Attribute log p(target | <bos> prompt) to the prompt's tokens; see `Attribution`.
 
@@ -149,8 +161,8 @@ def attribute_text(session: GemmaLab, prompt: str, target: str, method: str = "g
     is a quick look only (`completeness_error`, and the repr, say how far off it is).
 
     Example:
-        >>> from gemma_lab.testing import tiny_session
-        >>> a = attribute_text(tiny_session("gemma"), "hello", " world",
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> a = attribute_text(tiny_runtime("gemma"), "hello", " world",
         ...                    method="integrated_gradients", steps=256)
         >>> abs(a.completeness_error) < 0.05 * abs(a.target_logprob - a.baseline_logprob)
         True
@@ -163,20 +175,20 @@ def attribute_text(session: GemmaLab, prompt: str, target: str, method: str = "g
         raise InputError("attribute() needs a non-empty target, e.g. target=\" Paris\".")
     if method == "integrated_gradients" and int(steps) < 1:
         raise InputError(f"steps={steps}: integrated gradients needs at least 1 step.")
-    tokenizer = session.tokenizer
+    tokenizer = runtime.tokenizer
     prompt_ids = tokenizer.encode(prompt, add_bos=True)
     target_ids = tokenizer.encode(target)
     if not target_ids:
         raise InputError(f"The target {target!r} encodes to no tokens; pass some text.")
     token_ids = prompt_ids + target_ids
-    if len(token_ids) > session.context_length:
+    if len(token_ids) > runtime.context_length:
         raise InputError(f"Prompt and target have {len(token_ids)} tokens, more than the "
-                         f"model's context of {session.context_length}.")
+                         f"model's context of {runtime.context_length}.")
     prompt_length = len(prompt_ids)
 
-    compiled = target_logprob_for(session)
+    compiled = target_logprob_for(runtime, runtime.active_hooks)
     inputs = compiled.inputs(token_ids, prompt_length)
-    x = embed_tokens(session.backbone, token_ids, inputs[0].shape[1])
+    x = compiled.embeddings(inputs)
     # Only the prompt tokens after <bos> move; <bos> and the target stay as they are.
     baseline = x.copy()
     baseline[:, 1:prompt_length] = 0
@@ -213,5 +225,5 @@ def attribute_text(session: GemmaLab, prompt: str, target: str, method: str = "g
         steps=used_steps,
         target_logprob=value,
         baseline_logprob=baseline_value,
-        metadata=session.metadata(),
+        metadata=runtime.metadata(),
     )

@@ -8,42 +8,42 @@ from typing import Any
 
 import numpy as np
 
-from gemma_lab.backend import compile_function, import_keras, to_numpy
+from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.decoding import bucket_length
-from gemma_lab.inspect.blocks import unembed
+from gemma_lab.forward import ForwardPass, compiled_pass
 
 # Rows of [rows, vocabulary] float32 logits materialised per call (≈128 MiB).
 LOGITS_PER_CALL = 2**25
 
 
 class LogitLens:
-    """Compiled logit-lens statistics for one keras-hub Gemma CausalLM.
+    """Compiled logit-lens statistics of one model's forward pass.
 
     Example:
         >>> import numpy as np
-        >>> from gemma_lab.testing import tiny_causal_lm
-        >>> lens = LogitLens(tiny_causal_lm("gemma3"), k=3)
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> lens = LogitLens(tiny_runtime("gemma3").forward_pass(), k=3)
         >>> top_ids, top_probs, target = lens(np.zeros((5, 32), "float32"), np.ones(5, "int32"))
         >>> top_ids.shape, target.shape
         ((5, 3), (5,))
     """
 
-    def __init__(self, causal_lm: Any, k: int = 5):
-        self.backbone = causal_lm.backbone
+    def __init__(self, run: ForwardPass, k: int = 5):
+        self.backbone = run.backbone
         self.k = int(k)
-        self._stats = compile_function(self._stats_fn, causal_lm)
-        self._logits = compile_function(self._logits_fn, causal_lm)
+        self._stats = compiled_pass(run, self._stats_fn)
+        self._logits = compiled_pass(run, self._logits_fn)
 
-    def _stats_fn(self, hidden: Any, targets: Any) -> tuple[Any, Any, Any]:
+    def _stats_fn(self, run: ForwardPass, hidden: Any, targets: Any) -> tuple[Any, Any, Any]:
         ops = import_keras().ops
-        logits = ops.cast(unembed(self.backbone, hidden), "float32")
+        logits = ops.cast(run.residual_logits(hidden), "float32")
         log_norm = ops.logsumexp(logits, axis=-1, keepdims=True)
         top_values, top_ids = ops.top_k(logits, self.k)
         target = ops.take_along_axis(logits, ops.expand_dims(targets, -1), axis=-1)
         return top_ids, ops.exp(top_values - log_norm), ops.exp(target - log_norm)[:, 0]
 
-    def _logits_fn(self, hidden: Any) -> Any:
-        return import_keras().ops.cast(unembed(self.backbone, hidden), "float32")
+    def _logits_fn(self, run: ForwardPass, hidden: Any) -> Any:
+        return import_keras().ops.cast(run.residual_logits(hidden), "float32")
 
     def __call__(self, hidden: np.ndarray, targets: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

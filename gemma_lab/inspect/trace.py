@@ -1,5 +1,5 @@
 """Tracing a text: one forward pass that records attention probabilities, the residual
-stream and the logit lens, by running the model's own decoder blocks sublayer by sublayer."""
+stream and the logit lens, read from the forward pass's hook points."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gemma_lab.backend import compile_function, import_keras, to_numpy
+from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.decoding import bucket_length
 from gemma_lab.errors import InputError
-from gemma_lab.inspect.blocks import decoder_blocks, embed, sliding_window, traced_block
+from gemma_lab.forward import ForwardPass, HookSet, compiled_pass
 from gemma_lab.inspect.lens import LogitLens
 from gemma_lab.inspect.records import Trace
 
 if TYPE_CHECKING:
-    from gemma_lab.session import GemmaLab
+    from gemma_lab.runtime import ModelRuntime
 
 # Full final logits are kept only up to this many values (positions × vocabulary);
 # beyond it the logit lens' last row carries the final top-k instead.
@@ -26,47 +26,55 @@ MAX_ATTENTION_BYTES = 4 * 2**30
 
 
 class Tracer:
-    """Compiled trace functions of one session's model, one per (layers, heads) selection."""
+    """Compiled trace functions of one model, one per (layers, heads) selection and hook set.
 
-    def __init__(self, causal_lm: Any, k: int):
-        self.causal_lm = causal_lm
-        self.backbone = causal_lm.backbone
-        self.blocks = decoder_blocks(self.backbone)
-        self.lens = LogitLens(causal_lm, k=k)
-        self._forwards: dict[tuple[tuple[int, ...], tuple[int, ...]], Any] = {}
+    The trace is the model's own forward pass (`ForwardPass.sequence`) recording
+    `blocks.{l}.resid_pre` for every block, the last block's `resid_post` and the chosen
+    layers' `attn.pattern` (heads picked inside the compiled graph).
+    """
 
-    def forward(self, layers: tuple[int, ...], heads: tuple[int, ...]) -> Any:
-        key = (layers, heads)
+    def __init__(self, runtime: ModelRuntime):
+        self.runtime = runtime
+        self.num_layers = runtime.adapter.num_layers
+        self.lens = LogitLens(runtime.forward_pass(), k=runtime.top_k)
+        self._forwards: dict[tuple[Any, ...], Any] = {}
+
+    def forward(self, layers: tuple[int, ...], heads: tuple[int, ...], hooks: HookSet) -> Any:
+        key = (layers, heads, hooks)
         if key not in self._forwards:
-            self._forwards[key] = compile_function(
-                lambda token_ids, padding_mask: self._forward_fn(
-                    token_ids, padding_mask, layers, heads
-                ),
-                self.causal_lm,
-            )
+            ops = import_keras().ops
+            picked = np.asarray(heads, "int32")
+            records: dict[str, Any] = {f"blocks.{layer}.resid_pre": None
+                                       for layer in range(self.num_layers)}
+            records[f"blocks.{self.num_layers - 1}.resid_post"] = None
+            for layer in layers:
+                records[f"blocks.{layer}.attn.pattern"] = (
+                    lambda value: ops.take(value[0], picked, axis=0))
+            run = self.runtime.forward_pass(hooks | HookSet.of(records=records))
+            self._forwards[key] = compiled_pass(
+                run, lambda run, token_ids, padding_mask: self._forward_fn(
+                    run, token_ids, padding_mask, layers, len(heads)))
         return self._forwards[key]
 
-    def _forward_fn(self, token_ids: Any, padding_mask: Any, layers: tuple[int, ...],
-                    heads: tuple[int, ...]) -> tuple[Any, Any]:
+    def _forward_fn(self, run: ForwardPass, token_ids: Any, padding_mask: Any,
+                    layers: tuple[int, ...], num_heads: int) -> tuple[Any, Any]:
         """Residual stream [depth, position, hidden] and attention [layer, head, q, k]."""
         ops = import_keras().ops
-        x = embed(self.backbone, token_ids)
-        residual = [x[0]]
-        attention = []
-        for index, block in enumerate(self.blocks):
-            x, probs = traced_block(block, x, padding_mask)
-            residual.append(x[0])
-            if index in layers:
-                attention.append(ops.take(probs[0], np.asarray(heads, "int32"), axis=0))
+        run.sequence(token_ids, padding_mask)
+        records = run.take_records()
+        last = self.num_layers - 1
+        residual = [records[f"blocks.{layer}.resid_pre"][0] for layer in range(self.num_layers)]
+        residual.append(records[f"blocks.{last}.resid_post"][0])
+        attention = [records[f"blocks.{layer}.attn.pattern"] for layer in layers]
         length = ops.shape(token_ids)[1]
-        stacked = (ops.stack(attention) if attention
-                   else ops.zeros((0, len(heads), length, length), "float32"))
+        stacked = (ops.cast(ops.stack(attention), "float32") if attention
+                   else ops.zeros((0, num_heads, length, length), "float32"))
         return ops.cast(ops.stack(residual), "float32"), stacked
 
 
-def tracer_for(session: GemmaLab) -> Tracer:
-    """The session's `Tracer`, built on first use and kept with the session."""
-    return session.compiled_for("trace", lambda: Tracer(session.causal_lm, k=session.top_k))
+def tracer_for(runtime: ModelRuntime) -> Tracer:
+    """The runtime's `Tracer`, built on first use and kept with its compiled functions."""
+    return runtime.compiled("trace", lambda _: Tracer(runtime))
 
 
 def _selection(values: Sequence[int] | int | None, count: int, what: str) -> tuple[int, ...]:
@@ -84,7 +92,7 @@ def _selection(values: Sequence[int] | int | None, count: int, what: str) -> tup
     return tuple(sorted(set(chosen)))
 
 
-def trace_text(session: GemmaLab, text: str, layers: Sequence[int] | int | None = None,
+def trace_text(runtime: ModelRuntime, text: str, layers: Sequence[int] | int | None = None,
                heads: Sequence[int] | int | None = None) -> Trace:
     """Run `text` (after <bos>) once through the model and record what happens inside.
 
@@ -92,20 +100,20 @@ def trace_text(session: GemmaLab, text: str, layers: Sequence[int] | int | None 
     stream and logit lens always cover every layer. See `Trace` for the fields.
 
     Example:
-        >>> from gemma_lab.testing import tiny_session
-        >>> t = trace_text(tiny_session("gemma3"), "hello world", layers=[1], heads=[0, 2])
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> t = trace_text(tiny_runtime("gemma3"), "hello world", layers=[1], heads=[0, 2])
         >>> t.attention.shape[:2], t.layers, t.heads
         ((1, 2), (1,), (0, 2))
     """
     if not isinstance(text, str) or not text:
         raise InputError("trace() needs a non-empty string to trace.")
-    backbone = session.backbone
-    tokenizer = session.tokenizer
+    backbone = runtime.backbone
+    tokenizer = runtime.tokenizer
     ids = tokenizer.encode(text, add_bos=True)
     n = len(ids)
-    if n > session.context_length:
+    if n > runtime.context_length:
         raise InputError(f"The text has {n} tokens, more than the model's context of "
-                         f"{session.context_length}. Trace a shorter text.")
+                         f"{runtime.context_length}. Trace a shorter text.")
     layers = _selection(layers, backbone.num_layers, "layers")
     heads = _selection(heads, backbone.num_query_heads, "heads")
     attention_bytes = 4 * len(layers) * len(heads) * n * n
@@ -116,13 +124,14 @@ def trace_text(session: GemmaLab, text: str, layers: Sequence[int] | int | None 
             "fewer, or a shorter text."
         )
 
-    tracer = tracer_for(session)
-    length = bucket_length(n, session.context_length)
+    tracer = tracer_for(runtime)
+    length = bucket_length(n, runtime.context_length)
     token_ids = np.zeros((1, length), dtype="int32")
     token_ids[0, :n] = ids
     padding_mask = np.zeros((1, length), dtype="int32")
     padding_mask[0, :n] = 1
-    residual, attention = to_numpy(tracer.forward(layers, heads)(token_ids, padding_mask))
+    residual, attention = to_numpy(tracer.forward(layers, heads, runtime.active_hooks)(
+        token_ids, padding_mask))
     residual = residual[:, :n]
     attention = attention[:, :, :n, :n]
 
@@ -139,14 +148,13 @@ def trace_text(session: GemmaLab, text: str, layers: Sequence[int] | int | None 
 
     small = n * backbone.vocabulary_size <= MAX_LOGITS
     logits = tracer.lens.logits(residual[-1]) if small else None
-    blocks = tracer.blocks
     return Trace(
         text=text,
         tokens=tuple(tokenizer.pieces(ids)),
         token_ids=tuple(int(i) for i in ids),
         layers=layers,
         heads=heads,
-        windows=tuple(sliding_window(blocks[layer]) for layer in layers),
+        windows=tuple(runtime.adapter.sliding_window(layer) for layer in layers),
         attention=attention,
         residual=residual,
         logits=logits,
@@ -154,5 +162,5 @@ def trace_text(session: GemmaLab, text: str, layers: Sequence[int] | int | None 
         lens_top_tokens=pieces.astype(str) if pieces.size else np.zeros((depths, n, 0), str),
         lens_top_probs=top_probs,
         lens_target_probs=target_probs,
-        metadata=session.metadata(),
+        metadata=runtime.metadata(),
     )

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gemma_lab.errors import NotAvailableError
 from gemma_lab.magics._arguments import FORMATS, CellArgs, parse_cell, parse_line
-from gemma_lab.magics._gemma_magics import GemmaMagics, NotAvailableError
+from gemma_lab.magics._gemma_magics import GemmaMagics
 from gemma_lab.magics._interpolation import as_text, interpolate
 from gemma_lab.magics._state import current, use
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
 from gemma_lab.backend import BACKENDS
+from gemma_lab.defaults import FINETUNE, MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 from gemma_lab.errors import InputError
 from gemma_lab.models.loading import DTYPES
 
 # The one list of output formats: the parser's choices, the record's check and the config trait.
 FORMATS = ("text", "markdown", "code")
-MAX_NEW_TOKENS_LIMIT = 8192
 WIDGET_COMMANDS = ("playground", "attention", "finetune-panel")
 ADAPTER_ACTIONS = ("save", "load", "unload", "list")
 LINE_COMMANDS = ("load", "info", "help", "chat", "finetune", "adapters", *WIDGET_COMMANDS)
@@ -155,7 +155,7 @@ class CellArgs:
         'text'
     """
 
-    max_new_tokens: int = 64
+    max_new_tokens: int = MAX_NEW_TOKENS
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
@@ -285,11 +285,11 @@ class FinetuneArgs:
     """`%gemma finetune DATA [--rank R] [--epochs E] [--lr LR] [--batch-size B]`."""
 
     data: str
-    rank: int = 4
-    epochs: int = 1
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    max_length: int = 128
+    rank: int = FINETUNE["rank"]
+    epochs: int = FINETUNE["epochs"]
+    learning_rate: float = FINETUNE["learning_rate"]
+    batch_size: int = FINETUNE["batch_size"]
+    max_length: int = FINETUNE["max_length"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -344,12 +344,17 @@ def line_parser() -> _Parser:
                    description="LoRA fine-tune the loaded model.", formatter_class=_Formatter)
     finetune.add_argument("data", metavar="DATA",
                           help="a variable holding the data, or a .jsonl / .csv path")
-    finetune.add_argument("--rank", type=_positive_int, default=4, help="LoRA rank")
-    finetune.add_argument("--epochs", type=_positive_int, default=1, help="passes over DATA")
-    finetune.add_argument("--lr", dest="learning_rate", type=_positive_float, default=2e-4,
+    finetune.add_argument("--rank", type=_positive_int, default=FINETUNE["rank"],
+                          help="LoRA rank")
+    finetune.add_argument("--epochs", type=_positive_int, default=FINETUNE["epochs"],
+                          help="passes over DATA")
+    finetune.add_argument("--lr", dest="learning_rate", type=_positive_float,
+                          default=FINETUNE["learning_rate"],
                           help="learning rate")
-    finetune.add_argument("--batch-size", type=_positive_int, default=4, help="batch size")
-    finetune.add_argument("--max-length", type=_positive_int, default=128,
+    finetune.add_argument("--batch-size", type=_positive_int,
+                          default=FINETUNE["batch_size"], help="batch size")
+    finetune.add_argument("--max-length", type=_positive_int,
+                          default=FINETUNE["max_length"],
                           help="tokens per example at most")
 
     adapters = add("adapters", help="save / load / unload / list LoRA adapters",

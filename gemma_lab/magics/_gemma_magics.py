@@ -7,23 +7,19 @@ line, no traceback, and the cell counts as failed so "Run all" stops there.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
-import inspect
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Enum, Float, Int
 
 from gemma_lab import ipython_display
-from gemma_lab.errors import GemmaLabError, InputError
+from gemma_lab.defaults import MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
+from gemma_lab.errors import GemmaLabError, InputError, NotAvailableError
 from gemma_lab.magics._arguments import (
     FORMATS,
-    MAX_NEW_TOKENS_LIMIT,
     AdaptersArgs,
     CellArgs,
     FinetuneArgs,
@@ -37,16 +33,15 @@ from gemma_lab.magics._arguments import (
 from gemma_lab.magics._interpolation import as_text, interpolate
 from gemma_lab.magics._state import current, use
 
-# %gemma widget command -> the session method (or gemma_lab.widgets function) that opens it.
+if TYPE_CHECKING:
+    from gemma_lab.session import GemmaLab
+
+# %gemma widget command -> the gemma_lab.widgets function that opens it on a session.
 _WIDGETS = {
     "playground": "playground",
     "attention": "attention_explorer",
     "finetune-panel": "finetune_panel",
 }
-
-
-class NotAvailableError(GemmaLabError):
-    """A magic command whose feature this gemma_lab build does not have yet."""
 
 
 @magics_class
@@ -57,7 +52,7 @@ class GemmaMagics(Magics):
         %config GemmaMagics.stream = False
     """
 
-    max_new_tokens = Int(64, min=1, max=MAX_NEW_TOKENS_LIMIT,
+    max_new_tokens = Int(MAX_NEW_TOKENS, min=1, max=MAX_NEW_TOKENS_LIMIT,
                          help="Default --max-new-tokens of %%gemma.").tag(config=True)
     temperature = Float(0.0, min=0.0, help="Default --temperature (0 is greedy).").tag(
         config=True)
@@ -116,26 +111,26 @@ class GemmaMagics(Magics):
         elif args.command == "info":
             self._show_record(current().info())
         elif args.command == "chat":
-            _feature(current(), "reset_chat", "%gemma chat reset")()
+            current().reset_chat()
             print("Chat history cleared.")
         else:
             self._widget(args)
 
     def _load(self, args: LoadArgs) -> None:
-        import gemma_lab
+        from gemma_lab.backend import set_backend
+        from gemma_lab.session import load
 
         if args.backend:
-            gemma_lab.set_backend(args.backend)
+            set_backend(args.backend)
         started = time.perf_counter()
-        lab = use(gemma_lab.load(args.spec, dtype=args.dtype))
+        lab = use(load(args.spec, dtype=args.dtype))
         print(f"Loaded {lab.model_id} on {lab.backend} ({lab.dtype}) in "
               f"{time.perf_counter() - started:.1f} s. Generate with %%gemma.")
 
     def _finetune(self, args: FinetuneArgs) -> None:
-        finetune = _feature(current(), "finetune", "%gemma finetune")
         options = dataclasses.asdict(args)
         data = self._finetune_data(options.pop("data"))
-        self._show_result(_call(finetune, "%gemma finetune", data, **options))
+        self._show_result(current().finetune(data, **options))
 
     def _finetune_data(self, name: str) -> Any:
         if name in self.shell.user_ns:
@@ -148,8 +143,9 @@ class GemmaMagics(Magics):
         )
 
     def _adapters(self, args: AdaptersArgs) -> None:
-        adapters = _feature(current(), "adapters", "%gemma adapters")
-        action = getattr(adapters, args.action)
+        adapters = current().adapters
+        action = {"save": adapters.save, "load": adapters.load, "unload": adapters.unload,
+                  "list": adapters.list}[args.action]
         result = action(args.name) if args.name is not None else action()
         if args.action == "list":
             print("\n".join(map(str, result)) if result else "No saved adapters.")
@@ -157,19 +153,11 @@ class GemmaMagics(Magics):
             self._show_result(result)
 
     def _widget(self, args: SimpleArgs) -> None:
-        name = _WIDGETS[args.command]
+        from gemma_lab import widgets
+
         lab = current()
-        opener = getattr(lab, name, None)
-        if opener is None and importlib.util.find_spec("gemma_lab.widgets") is not None:
-            function = getattr(importlib.import_module("gemma_lab.widgets"), name, None)
-            opener = None if function is None else (lambda: function(lab))
-        if opener is None:
-            raise NotAvailableError(
-                f"%gemma {args.command} is not available yet in this gemma_lab build."
-            )
-        widget = opener()
-        if widget is not None:
-            ipython_display.show(widget)
+        widget = getattr(widgets, _WIDGETS[args.command])(lab)
+        ipython_display.show(widget)
 
     # --- %%gemma -------------------------------------------------------------------------
     def _run_cell(self, line: str, cell: str) -> None:
@@ -202,7 +190,7 @@ class GemmaMagics(Magics):
         self._render(result, args, live)
         self._analyse(lab, args, text, result)
 
-    def _generate(self, lab: Any, args: CellArgs, prompt: str,
+    def _generate(self, lab: GemmaLab, args: CellArgs, prompt: str,
                   live: ipython_display.LiveOutput | None) -> Any:
         running = lab.stream(prompt, **args.sampling())
         if live is not None:
@@ -224,14 +212,8 @@ class GemmaMagics(Magics):
             return dataclasses.replace(running.result, finish_reason="interrupted")
         return running.result
 
-    def _chat(self, lab: Any, args: CellArgs, message: str) -> Any:
-        chat = _feature(lab, "chat", "--chat")
-        # The spec fixes chat(message); pass the sampler options its signature accepts.
-        parameters = inspect.signature(chat).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-        options = {key: value for key, value in args.sampling().items()
-                   if takes_any or key in parameters}
-        return _call(chat, "--chat", message, **options)
+    def _chat(self, lab: GemmaLab, args: CellArgs, message: str) -> Any:
+        return lab.chat(message, **args.sampling())
 
     def _render(self, result: Any, args: CellArgs, live: ipython_display.LiveOutput | None,
                 interrupted: bool = False) -> None:
@@ -246,15 +228,13 @@ class GemmaMagics(Magics):
         else:
             ipython_display.show(final)
 
-    def _analyse(self, lab: Any, args: CellArgs, text: str, result: Any) -> None:
+    def _analyse(self, lab: GemmaLab, args: CellArgs, text: str, result: Any) -> None:
         if args.probs:
             self._show_figure(result, "probs")
         if args.attention or args.lens:
-            flag = "--attention" if args.attention else "--lens"
             full_text = text if args.score else text + as_text(result)
-            trace = _call(_feature(lab, "trace", flag), flag, full_text,
-                          layers=None if args.layer is None else [args.layer],
-                          heads=None if args.head is None else [args.head])
+            trace = lab.trace(full_text, layers=None if args.layer is None else [args.layer],
+                              heads=None if args.head is None else [args.head])
             self._show_result(trace)
             if args.attention:
                 self._show_figure(trace, "attention", layer=args.layer, head=args.head)
@@ -267,8 +247,7 @@ class GemmaMagics(Magics):
                 raise InputError("--attribute needs a continuation: nothing was generated"
                                  "; pass --target STR." if not args.score else
                                  "--attribute with --score needs --target STR.")
-            attribution = _call(_feature(lab, "attribute", "--attribute"), "--attribute",
-                                text, target=target)
+            attribution = lab.attribute(text, target=target)
             self._show_result(attribution)
 
     # --- display -------------------------------------------------------------------------
@@ -288,28 +267,6 @@ class GemmaMagics(Magics):
         figure = getattr(result, "figure", None)
         if figure is not None:
             ipython_display.show(figure(kind, **options))
-
-
-def _feature(lab: Any, name: str, what: str) -> Callable[..., Any]:
-    """`lab.<name>`, or a one-line error while this build lacks it."""
-    feature = getattr(lab, name, None)
-    if feature is None:
-        raise NotAvailableError(
-            f"{what} is not available yet: this gemma_lab session has no .{name}()."
-        )
-    return feature
-
-
-def _call(method: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
-    """Call a session method whose implementation module may not be in this build yet."""
-    try:
-        return method(*args, **kwargs)
-    except ModuleNotFoundError as err:
-        if not (err.name or "").startswith("gemma_lab."):
-            raise
-        raise NotAvailableError(
-            f"{what} is not available yet in this gemma_lab build ({err.name} is missing)."
-        ) from None
 
 
 __all__ = ["GemmaMagics", "NotAvailableError"]

@@ -11,15 +11,16 @@ import ipywidgets as w
 import plotly.graph_objects as go
 
 from gemma_lab.backend import import_keras
+from gemma_lab.defaults import FINETUNE
 from gemma_lab.errors import GemmaLabError, InputError
 from gemma_lab.figures.loss import loss_figure
-from gemma_lab.finetune import Example, FinetuneRun, load_examples
+from gemma_lab.finetune import Example, load_examples
 from gemma_lab.widgets._background import BackgroundJob
 from gemma_lab.widgets._controls import natural_labels
 from gemma_lab.widgets._figure_widget import replace_figure
 
 if TYPE_CHECKING:
-    from gemma_lab.finetune import FinetuneResult
+    from gemma_lab.finetune import FinetuneResult, FinetuneRun
     from gemma_lab.session import GemmaLab
 
 PREVIEW_ROWS = 5
@@ -54,13 +55,16 @@ class FinetunePanel(w.VBox):
                                   description="data", layout=w.Layout(width="70%"))
         self.load_button = w.Button(description="Load data", icon="table")
         self.preview = w.HTML()
-        self.rank = w.BoundedIntText(value=4, min=1, max=1024, description="rank")
-        self.epochs = w.BoundedIntText(value=1, min=1, max=10_000, description="epochs")
-        self.learning_rate = w.BoundedFloatText(value=2e-4, min=1e-8, max=1.0, step=1e-4,
-                                                description="learning rate")
-        self.batch_size = w.BoundedIntText(value=4, min=1, max=4096, description="batch size")
-        self.max_length = w.BoundedIntText(value=128, min=4, max=lab.context_length,
-                                           description="max length")
+        self.rank = w.BoundedIntText(value=FINETUNE["rank"], min=1, max=1024,
+                                     description="rank")
+        self.epochs = w.BoundedIntText(value=FINETUNE["epochs"], min=1, max=10_000,
+                                       description="epochs")
+        self.learning_rate = w.BoundedFloatText(value=FINETUNE["learning_rate"], min=1e-8,
+                                                max=1.0, step=1e-4, description="learning rate")
+        self.batch_size = w.BoundedIntText(value=FINETUNE["batch_size"], min=1, max=4096,
+                                           description="batch size")
+        self.max_length = w.BoundedIntText(value=FINETUNE["max_length"], min=4,
+                                           max=lab.context_length, description="max length")
         self.held_out = w.BoundedFloatText(value=held_out, min=0.0, max=0.9, step=0.05,
                                            description="held out",
                                            tooltip="fraction kept for validation and the "
@@ -169,8 +173,8 @@ class FinetunePanel(w.VBox):
                              "in the data box, or FinetunePanel(lab, data=...).")
         keras = import_keras()
         held_out = self.held_out.value
-        return FinetuneRun(
-            self.lab, self.examples, rank=self.rank.value, epochs=self.epochs.value,
+        return self.lab.finetune_run(
+            self.examples, rank=self.rank.value, epochs=self.epochs.value,
             learning_rate=self.learning_rate.value, batch_size=self.batch_size.value,
             max_length=self.max_length.value, validation=held_out if held_out > 0 else None,
             callbacks=[_step_counter(keras, self._on_step)], progress=False,

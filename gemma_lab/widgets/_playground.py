@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import plotly.graph_objects as go
 
+from gemma_lab.defaults import MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 from gemma_lab.errors import GemmaLabError, InputError
 from gemma_lab.figures import steps_figure
-from gemma_lab.generation import MAX_NEW_TOKENS_LIMIT, GenerationStream
 from gemma_lab.widgets._background import BackgroundJob
 from gemma_lab.widgets._branches import Branch, forced_step
 from gemma_lab.widgets._controls import natural_labels
 from gemma_lab.widgets._token_strip import TokenStrip, prompt_entries, step_entry
 
 if TYPE_CHECKING:
+    from gemma_lab.generation import GenerationStream
     from gemma_lab.session import GemmaLab
     from gemma_lab.token_stats import TokenStats
 
@@ -39,7 +40,7 @@ class Playground(w.VBox):
         (1, True)
     """
 
-    def __init__(self, lab: GemmaLab, prompt: str = "", max_new_tokens: int = 64,
+    def __init__(self, lab: GemmaLab, prompt: str = "", max_new_tokens: int = MAX_NEW_TOKENS,
                  temperature: float = 0.0, update_interval: float = 0.1):
         self.lab = lab
         self.update_interval = update_interval

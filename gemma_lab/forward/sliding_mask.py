@@ -12,6 +12,8 @@ from __future__ import annotations
 import types
 from typing import Any
 
+from gemma_lab.forward.patching import Patch
+
 
 def _mask_sliding_window(self: Any, attention_mask: Any, cache_update_index: Any = 0) -> Any:
     from keras import ops
@@ -26,18 +28,19 @@ def _mask_sliding_window(self: Any, attention_mask: Any, cache_update_index: Any
     return ops.logical_and(attention_mask, ops.expand_dims(band, 0))
 
 
-def install(backbone: Any) -> int:
-    """Give each Gemma 3 attention layer of `backbone` the cheaper mask; returns how many.
+def patches(blocks: list[Any]) -> list[Patch]:
+    """Scoped patches giving each Gemma 3 sliding-window attention of `blocks` the cheaper
+    mask (applied only while gemma_lab runs the model: see `forward.patching`).
 
     Example:
         >>> from gemma_lab.testing import tiny_causal_lm
-        >>> install(tiny_causal_lm("gemma3").backbone) > 0
+        >>> len(patches(list(tiny_causal_lm("gemma3").backbone.transformer_layers))) > 0
         True
     """
-    count = 0
-    for layer in backbone._flatten_layers(include_self=False, recursive=True):
-        if type(layer).__name__ == "CachedGemma3Attention" and hasattr(
-                layer, "sliding_window_size"):
-            layer._mask_sliding_window = types.MethodType(_mask_sliding_window, layer)
-            count += 1
-    return count
+    return [
+        Patch(block.attention, "_mask_sliding_window",
+              lambda _, layer=block.attention: types.MethodType(_mask_sliding_window, layer))
+        for block in blocks
+        if type(block.attention).__name__ == "CachedGemma3Attention"
+        and getattr(block.attention, "use_sliding_window_attention", False)
+    ]

@@ -1,0 +1,185 @@
+"""Hook-point names (TransformerLens style) and a `HookSet`: what a forward pass reads and
+what it rewrites.
+
+Every point is batch first:
+
+| point                    | value                                   |
+|--------------------------|-----------------------------------------|
+| `embed`                  | token embeddings [batch, pos, hidden] (before the √hidden scale) |
+| `blocks.{l}.resid_pre`   | residual stream entering block l [batch, pos, hidden] |
+| `blocks.{l}.attn.q`      | queries after the projection [batch, pos, head, head_dim] |
+| `blocks.{l}.attn.k|v`    | keys / values after the projection [batch, pos, kv_head, head_dim] |
+| `blocks.{l}.attn.pattern`| attention probabilities [batch, head, query, key] |
+| `blocks.{l}.attn.z`      | per-head output before the output projection [batch, pos, head, dim] |
+| `blocks.{l}.attn_out`    | what attention adds to the residual [batch, pos, hidden] |
+| `blocks.{l}.mlp.post`    | the MLP neurons, gelu(gate) · up [batch, pos, intermediate] |
+| `blocks.{l}.mlp_out`     | what the MLP adds to the residual [batch, pos, hidden] |
+| `blocks.{l}.resid_post`  | residual stream leaving block l [batch, pos, hidden] |
+| `final_norm`             | the final RMSNorm's output [batch, pos, hidden] |
+| `logits`                 | unembedded logits [batch, pos, vocabulary] |
+
+In a cached decode step `pos` holds only the new rows (one per step), and `pattern`'s key axis
+spans the whole cache; `HookContext.positions` says which absolute positions the rows are.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gemma_lab.errors import InputError
+
+BLOCK_POINTS = (
+    "resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z", "attn_out",
+    "mlp.post", "mlp_out", "resid_post",
+)
+_BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+HookFn = Callable[[Any, "HookContext"], Any]
+
+
+def point_names(num_layers: int) -> list[str]:
+    """Every hook-point name of a model with `num_layers` decoder blocks, in forward order.
+
+    Example:
+        >>> point_names(1)[:3], point_names(1)[-2:]
+        (['embed', 'blocks.0.resid_pre', 'blocks.0.attn.q'], ['final_norm', 'logits'])
+    """
+    names = ["embed"]
+    for layer in range(num_layers):
+        names += [f"blocks.{layer}.{point}" for point in BLOCK_POINTS]
+    return [*names, "final_norm", "logits"]
+
+
+def block_point(name: str) -> tuple[int, str] | None:
+    """(layer, point) of a block hook-point name, or None for embed / final_norm / logits.
+
+    Example:
+        >>> block_point("blocks.3.attn.z"), block_point("logits")
+        ((3, 'attn.z'), None)
+    """
+    match = _BLOCK_NAME.match(name)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def check_names(names: Iterable[str], num_layers: int) -> tuple[str, ...]:
+    """`names` if each is a hook point of the model, else an `InputError` naming the nearest.
+
+    Example:
+        >>> check_names(["blocks.0.attn.z"], 2)
+        ('blocks.0.attn.z',)
+    """
+    known = point_names(num_layers)
+    known_set = set(known)
+    checked = []
+    for name in names:
+        if not isinstance(name, str) or name not in known_set:
+            near = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+            raise InputError(
+                f"{name!r} is not a hook point of this model ({num_layers} blocks).{hint} "
+                "lab.hook_points() lists them all.")
+        checked.append(name)
+    return tuple(checked)
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What a hook function is told about the value it receives.
+
+    Attributes:
+        name: the hook point, e.g. "blocks.3.attn.z".
+        layer: the block index, None outside the blocks.
+        index: position of the first row (0 for a whole sequence; the cache index in a
+            decode step); a backend tensor or an int.
+        rows: how many positions the value holds.
+    """
+
+    name: str
+    layer: int | None
+    index: Any
+    rows: Any
+
+    @property
+    def positions(self) -> Any:
+        """The absolute position of each row, an int32 tensor [rows] (`<bos>` is 0)."""
+        from gemma_lab.backend import import_keras
+
+        ops = import_keras().ops
+        return ops.arange(self.rows, dtype="int32") + ops.cast(self.index, "int32")
+
+
+@dataclass(frozen=True)
+class HookSet:
+    """The hook functions and recorded points one compiled forward pass is built for.
+
+    `fns` map a point to `fn(value, ctx) -> value` (None keeps the value); several for one
+    point run in order. `records` name points whose value the pass returns, each with an
+    optional in-graph transform applied first (e.g. picking heads). An empty HookSet compiles
+    to exactly the model's own forward pass. Sets are hashable (functions by identity): the
+    runtime keys its compiled code by them.
+
+    Example:
+        >>> hooks = HookSet.of({"logits": lambda value, ctx: value})
+        >>> hooks.points(), HookSet().empty
+        (frozenset({'logits'}), True)
+    """
+
+    fns: tuple[tuple[str, HookFn], ...] = ()
+    records: tuple[tuple[str, Callable[[Any], Any] | None], ...] = ()
+
+    @classmethod
+    def of(cls, fns: Mapping[str, HookFn | Iterable[HookFn]] | None = None,
+           records: Mapping[str, Callable[[Any], Any] | None] | Iterable[str] | None = None
+           ) -> HookSet:
+        pairs: list[tuple[str, HookFn]] = []
+        for name, value in (fns or {}).items():
+            for fn in (value if isinstance(value, (list, tuple)) else [value]):
+                if not callable(fn):
+                    raise InputError(f"The hook for {name!r} is {type(fn).__name__}, not a "
+                                     "function fn(value, ctx) -> value.")
+                pairs.append((name, fn))
+        if records is None:
+            recorded: list[tuple[str, Any]] = []
+        elif isinstance(records, Mapping):
+            recorded = list(records.items())
+        else:
+            recorded = [(name, None) for name in records]
+        return cls(tuple(pairs), tuple(recorded))
+
+    def __or__(self, other: HookSet) -> HookSet:
+        return HookSet(self.fns + other.fns, self.records + other.records)
+
+    @property
+    def empty(self) -> bool:
+        return not self.fns and not self.records
+
+    def points(self) -> frozenset[str]:
+        """Every point this set touches (written or recorded)."""
+        return frozenset(name for name, _ in self.fns) | frozenset(n for n, _ in self.records)
+
+    def fns_for(self, name: str) -> list[HookFn]:
+        return [fn for point, fn in self.fns if point == name]
+
+    def recorded(self, name: str) -> bool:
+        return any(point == name for point, _ in self.records)
+
+    def transform_for(self, name: str) -> Callable[[Any], Any] | None:
+        return next((t for point, t in self.records if point == name), None)
+
+
+NO_HOOKS = HookSet()
+
+__all__ = [
+    "BLOCK_POINTS",
+    "NO_HOOKS",
+    "HookContext",
+    "HookFn",
+    "HookSet",
+    "block_point",
+    "check_names",
+    "point_names",
+]

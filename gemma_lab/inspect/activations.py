@@ -1,0 +1,146 @@
+"""`run_with_cache`: one forward pass over a text that keeps the values of chosen hook points.
+
+The values are NumPy arrays of the one sequence, position first (`<bos>` at 0), in float32:
+`cache["blocks.3.resid_post"]` is [position, hidden], `cache["blocks.3.attn.pattern"]` is
+[head, query, key], `cache["blocks.3.attn.z"]` is [position, head, head_dim].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gemma_lab.backend import import_keras, to_numpy
+from gemma_lab.decoding import bucket_length
+from gemma_lab.errors import InputError
+from gemma_lab.forward import ForwardPass, HookSet, check_names, compiled_pass
+
+if TYPE_CHECKING:
+    from gemma_lab.runtime import ModelRuntime
+
+# Refuse caches whose arrays would exceed this many bytes (float32).
+MAX_CACHE_BYTES = 4 * 2**30
+
+
+@dataclass(frozen=True)
+class ActivationCache(Mapping[str, np.ndarray]):
+    """Hook-point values of one forward pass over `text`: a read-only mapping name → array.
+
+    Attributes:
+        text: the text run (after `<bos>`).
+        tokens: the piece of each position; token_ids: their ids.
+        values: point name → float32 array, position first (`pattern`: [head, q, k]).
+        metadata: model, weights hash, backend, dtype, adapter.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> cache = tiny_session().run_with_cache("hello world", names=["blocks.0.resid_post"])
+        >>> cache["blocks.0.resid_post"].shape == (len(cache.tokens), 32)
+        True
+    """
+
+    text: str
+    tokens: tuple[str, ...]
+    token_ids: tuple[int, ...]
+    values: Mapping[str, np.ndarray] = field(repr=False)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.values:
+            import difflib
+
+            near = difflib.get_close_matches(str(name), list(self.values), n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
+            raise KeyError(f"{name!r} is not in this cache.{hint} Pass names=[...] to "
+                           "run_with_cache to keep it.")
+        return self.values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __repr__(self) -> str:
+        return (f"<ActivationCache {len(self.values)} points over {len(self.tokens)} "
+                f"positions of {self.text[:40]!r}>")
+
+
+def _chosen(runtime: ModelRuntime, names: Sequence[str] | Callable[[str], bool] | None
+            ) -> tuple[str, ...]:
+    every = runtime.hook_points()
+    if names is None:
+        return tuple(every)
+    if callable(names):
+        chosen = tuple(name for name in every if names(name))
+        if not chosen:
+            raise InputError("names= matched no hook point; lab.hook_points() lists them.")
+        return chosen
+    if isinstance(names, str):
+        names = [names]
+    return check_names(list(dict.fromkeys(names)), runtime.adapter.num_layers)
+
+
+def run_with_cache(runtime: ModelRuntime,
+                   text: str, names: Sequence[str] | Callable[[str], bool] | None = None
+                   ) -> ActivationCache:
+    """Run `text` (after `<bos>`) once and keep the values of `names` (a list, a predicate
+    on names, or None for every point); hooks in force apply first.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> cache = run_with_cache(tiny_runtime(), "hi", names=lambda n: n.endswith("attn.z"))
+        >>> sorted(cache)
+        ['blocks.0.attn.z', 'blocks.1.attn.z']
+    """
+    if not isinstance(text, str) or not text:
+        raise InputError("run_with_cache() needs a non-empty string to run.")
+    chosen = _chosen(runtime, names)
+    ids = runtime.tokenizer.encode(text, add_bos=True)
+    n = len(ids)
+    if n > runtime.context_length:
+        raise InputError(f"The text has {n} tokens, more than the model's context of "
+                         f"{runtime.context_length}. Use a shorter text.")
+    backbone = runtime.backbone
+    sizes = {"logits": backbone.vocabulary_size, "attn.pattern": backbone.num_query_heads * n}
+    width = max(backbone.hidden_dim, getattr(backbone, "intermediate_dim", 0))
+    needed = sum(4 * n * next((v for k, v in sizes.items() if name.endswith(k)), width)
+                 for name in chosen)
+    if needed > MAX_CACHE_BYTES:
+        raise InputError(f"Keeping {len(chosen)} points over {n} tokens needs "
+                         f"{needed / 2**30:.1f} GiB. Pass names=[...] for fewer points, or a "
+                         "shorter text.")
+
+    ops = import_keras().ops
+    hooks = runtime.active_hooks | HookSet.of(
+        records={name: (lambda value: ops.cast(value[0], "float32")) for name in chosen})
+
+    def forward(run: ForwardPass, token_ids: Any, padding_mask: Any) -> dict[str, Any]:
+        hidden = run.sequence(token_ids, padding_mask)
+        if "logits" in chosen:  # the backbone stops at final_norm; unembedding records it
+            run.unembed(hidden)
+        return run.take_records()
+
+    compiled = runtime.compiled("run_with_cache", lambda run: compiled_pass(run, forward), hooks)
+    length = bucket_length(n, runtime.context_length)
+    token_ids = np.zeros((1, length), dtype="int32")
+    token_ids[0, :n] = ids
+    padding_mask = np.zeros((1, length), dtype="int32")
+    padding_mask[0, :n] = 1
+    values = {name: to_numpy(value)
+              for name, value in compiled(token_ids, padding_mask).items()}
+    cut = {name: (value[:, :n, :n] if name.endswith("attn.pattern") else value[:n])
+           for name, value in values.items()}
+    return ActivationCache(
+        text=text,
+        tokens=tuple(runtime.tokenizer.pieces(ids)),
+        token_ids=tuple(int(i) for i in ids),
+        values={name: cut[name] for name in chosen},
+        metadata=runtime.metadata(),
+    )
+
+
+__all__ = ["ActivationCache", "run_with_cache"]
