@@ -49,7 +49,6 @@ class ForwardPass:
         self.backbone = causal_lm.backbone
         self.adapter = adapter
         self.hooks = hooks
-        self.visits = 0  # hook-point values seen (counted while traced under JAX / TF)
         self.records: dict[str, Any] = {}
         self._lock = lock or threading.RLock()
         self._index: Any = 0
@@ -61,7 +60,6 @@ class ForwardPass:
 
     # --- the hook points --------------------------------------------------------------------
     def _apply(self, name: str, layer: int | None, value: Any) -> Any:
-        self.visits += 1
         ops = import_keras().ops
         rows = ops.shape(value)[2] if name.endswith("attn.pattern") else ops.shape(value)[1]
         context = HookContext(name=name, layer=layer, index=self._index, rows=rows)

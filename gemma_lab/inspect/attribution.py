@@ -66,8 +66,11 @@ class TargetLogprob:
         )
         batch, length = ops.shape(embeddings)[0], ops.shape(embeddings)[1]
         self._replace.value = embeddings
-        hidden = run.sequence(ops.broadcast_to(token_ids, (batch, length)),
-                              ops.broadcast_to(padding_mask, (batch, length)))
+        try:
+            hidden = run.sequence(ops.broadcast_to(token_ids, (batch, length)),
+                                  ops.broadcast_to(padding_mask, (batch, length)))
+        finally:
+            self._replace.value = None  # keep no traced tensor after the pass
         logits = ops.cast(run.unembed(ops.take(hidden, positions, axis=1)), "float32")
         logprobs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
         index = ops.broadcast_to(targets[None, :, None], (batch, ops.shape(targets)[0], 1))
