@@ -39,6 +39,22 @@ def bucket_length(n: int, limit: int | None = None) -> int:
     return min(size, limit) if limit else size
 
 
+def padded(ids: Any, length: int, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`ids` right-padded to `length` as a batch of one: (token_ids, padding_mask), int32.
+
+    Example:
+        >>> token_ids, mask = padded([2, 7], 4)
+        >>> token_ids.tolist(), mask.tolist()
+        ([[2, 7, 0, 0]], [[1, 1, 0, 0]])
+    """
+    n = len(ids)
+    token_ids = np.full((1, length), pad_id, dtype="int32")
+    token_ids[0, :n] = ids
+    padding_mask = np.zeros((1, length), dtype="int32")
+    padding_mask[0, :n] = 1
+    return token_ids, padding_mask
+
+
 def _stats(ops: Any, logits: Any, k: int) -> tuple[Any, Any, Any, Any]:
     """(top-k ids, top-k logprobs, entropy, logsumexp) over the last axis of float32 logits."""
     log_norm = ops.logsumexp(logits, axis=-1)
@@ -140,11 +156,7 @@ class CompiledModel:
     # --- host API --------------------------------------------------------------------------
     def prefill(self, prompt_ids: list[int], total_length: int, pad_id: int) -> Any:
         """Fill a KV cache of `total_length` positions with the prompt."""
-        token_ids = np.full((1, total_length), pad_id, dtype="int32")
-        token_ids[0, : len(prompt_ids)] = prompt_ids
-        padding_mask = np.zeros((1, total_length), dtype="int32")
-        padding_mask[0, : len(prompt_ids)] = 1
-        return self._prefill(token_ids, padding_mask)
+        return self._prefill(*padded(prompt_ids, total_length, pad_id))
 
     def step(self, token_id: int, cache: Any, index: int, ahead: int = 0,
              stop_ids: tuple[int, ...] = ()) -> tuple[dict[str, Any], Any]:
@@ -215,11 +227,8 @@ class CompiledModel:
         """Teacher-forced statistics of each token after the first, given its prefix."""
         n = len(token_ids)
         length = bucket_length(n, limit)
-        padded = np.zeros((1, length), dtype="int32")
-        padded[0, :n] = token_ids
-        mask = np.zeros((1, length), dtype="int32")
-        mask[0, :n] = 1
-        logprob, rank, top_ids, top_logprobs, entropy = to_numpy(self._forward(padded, mask))
+        logprob, rank, top_ids, top_logprobs, entropy = to_numpy(
+            self._forward(*padded(token_ids, length)))
         keep = slice(0, n - 1)
         return {
             "logprob": logprob[keep],

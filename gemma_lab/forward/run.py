@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from gemma_lab.backend import import_keras
+from gemma_lab.backend import compile_function, import_keras
 from gemma_lab.errors import InputError
 from gemma_lab.forward import sliding_mask
 from gemma_lab.forward.patching import applied
@@ -140,8 +140,6 @@ class ForwardPass:
 def compiled_pass(run: ForwardPass, fn: Callable[..., Any], donate: tuple[int, ...] = ()
                   ) -> Callable[..., Any]:
     """`fn(run, *args)` compiled for the backend (see `backend.compile_function`)."""
-    from gemma_lab.backend import compile_function
-
     return compile_function(lambda *args: fn(run, *args), run.causal_lm, donate=donate)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemma_lab.backend import import_keras, to_numpy
-from gemma_lab.decoding import bucket_length
+from gemma_lab.decoding import bucket_length, padded
 from gemma_lab.errors import InputError
 from gemma_lab.forward import ForwardPass, HookSet, check_names, compiled_pass
 
@@ -126,12 +126,7 @@ def run_with_cache(runtime: ModelRuntime,
 
     compiled = runtime.compiled("run_with_cache", lambda run: compiled_pass(run, forward), hooks)
     length = bucket_length(n, runtime.context_length)
-    token_ids = np.zeros((1, length), dtype="int32")
-    token_ids[0, :n] = ids
-    padding_mask = np.zeros((1, length), dtype="int32")
-    padding_mask[0, :n] = 1
-    values = {name: to_numpy(value)
-              for name, value in compiled(token_ids, padding_mask).items()}
+    values = {name: to_numpy(value) for name, value in compiled(*padded(ids, length)).items()}
     cut = {name: (value[:, :n, :n] if name.endswith("attn.pattern") else value[:n])
            for name, value in values.items()}
     return ActivationCache(

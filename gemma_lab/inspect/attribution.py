@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemma_lab.backend import import_keras, to_numpy
+from gemma_lab.decoding import padded
 from gemma_lab.errors import InputError
 from gemma_lab.forward import ForwardPass, HookContext, HookSet, compiled_pass
 from gemma_lab.inspect.gradients import values_and_grad
@@ -91,10 +92,7 @@ class TargetLogprob:
         """(token_ids, padding_mask, positions, targets, weights), padded, for a prompt +
         target."""
         length = _power_of_two(len(token_ids), MIN_LENGTH)
-        padded_ids = np.zeros((1, length), dtype="int32")
-        padded_ids[0, : len(token_ids)] = token_ids
-        padding_mask = np.zeros((1, length), dtype="int32")
-        padding_mask[0, : len(token_ids)] = 1
+        padded_ids, padding_mask = padded(token_ids, length)
         count = len(token_ids) - prompt_length
         # Each target slot costs a row of vocabulary logits (and its gradient) per point.
         slots = _power_of_two(count)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemma_lab.backend import import_keras, to_numpy
-from gemma_lab.decoding import bucket_length
+from gemma_lab.decoding import bucket_length, padded
 from gemma_lab.errors import InputError
 from gemma_lab.forward import ForwardPass, HookSet, compiled_pass
 from gemma_lab.inspect.lens import LogitLens
@@ -126,12 +126,8 @@ def trace_text(runtime: ModelRuntime, text: str, layers: Sequence[int] | int | N
 
     tracer = tracer_for(runtime)
     length = bucket_length(n, runtime.context_length)
-    token_ids = np.zeros((1, length), dtype="int32")
-    token_ids[0, :n] = ids
-    padding_mask = np.zeros((1, length), dtype="int32")
-    padding_mask[0, :n] = 1
     residual, attention = to_numpy(tracer.forward(layers, heads, runtime.active_hooks)(
-        token_ids, padding_mask))
+        *padded(ids, length)))
     residual = residual[:, :n]
     attention = attention[:, :, :n, :n]
 
