@@ -43,5 +43,10 @@ class ModelBusyError(GemmaLabError):
     """The model is being fine-tuned (e.g. from the Fine-tune panel); other work must wait."""
 
 
+class HookError(GemmaLabError):
+    """A hook function raised, or returned a value of the wrong shape or dtype; the session,
+    its model and its compiled functions are left as they were."""
+
+
 class NotAvailableError(GemmaLabError):
     """A feature this gemma_lab build does not have yet (the message says what to use)."""

@@ -32,19 +32,21 @@ Example:
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from gemma_lab import render_grids
+from gemma_lab._markup import Html, escape, join, tag
 from gemma_lab.schema import MAX_TOKENS, MAX_TOP_K, MIME_TYPE, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from gemma_lab.tokenizer import Tokenizer
 
 SIGNIFICANT_DIGITS = 6
-_EXTRAS = ("prompt", "summary", "attention", "lens", "attribution", "loss")
+_EXTRAS = ("prompt", "summary", "attention", "lens", "attribution", "loss", "cache",
+           "patching", "logit_attribution", "comparison")
 _CSS_PREFIX = "gemma-lab"
 
 
@@ -168,32 +170,7 @@ def mimebundle(result: Any, include: Iterable[str] | None = None,
 
 
 # --- the HTML fallback ---------------------------------------------------------------------
-class _Html(str):
-    """Markup that is already safe: produced by `_escape` or `_tag`, or a trusted constant."""
-
-
-def _escape(value: Any) -> _Html:
-    return _Html(html.escape(str(value), quote=True))
-
-
-def _tag(name: str, *children: Any, **attributes: Any) -> _Html:
-    """`<name attr="…">children</name>`; text children and every attribute value are escaped.
-
-    Attribute names are Python identifiers written here, `class_` → `class`, `data_x` → `data-x`.
-    """
-    attrs = "".join(
-        f' {key.rstrip("_").replace("_", "-")}="{html.escape(str(value), quote=True)}"'
-        for key, value in attributes.items() if value is not None
-    )
-    body = "".join(child if isinstance(child, _Html) else _escape(child) for child in children)
-    return _Html(f"<{name}{attrs}>{body}</{name}>")
-
-
-def _join(parts: Iterable[_Html]) -> _Html:
-    return _Html("".join(part if isinstance(part, _Html) else _escape(part) for part in parts))
-
-
-_STYLE = _Html(f"""
+_STYLE = Html(f"""
 .{_CSS_PREFIX}-result {{ font-family: var(--jp-content-font-family, system-ui, sans-serif);
   font-size: 13px; line-height: 1.5; }}
 .{_CSS_PREFIX}-text {{ white-space: pre-wrap; word-break: break-word;
@@ -217,23 +194,46 @@ def to_html(data: Mapping[str, Any]) -> str:
         True
     """
     tokens = data.get("tokens", [])
+    kind = str(data.get("kind", "result"))
     scores = _attribution_scores(data)
+    colour_by = "attribution" if scores else "probability"
+    diffs = _comparison_diffs(data)
+    if diffs is not None:
+        scores, colour_by = diffs, "comparison"
+    elif kind in render_grids.VIEWS:
+        scores, colour_by = [0.0] * len(tokens), "none"  # the grid below carries the numbers
     spans = []
-    if data.get("prompt") and not any(t.get("role") == "prompt" for t in tokens):
-        spans.append(_tag("span", data["prompt"], class_=f"{_CSS_PREFIX}-prompt",
-                          title="prompt"))
+    if data.get("prompt") and not any(t.get("role") == "prompt" for t in tokens) and (
+            kind not in ("comparison",)):
+        spans.append(tag("span", data["prompt"], class_=f"{_CSS_PREFIX}-prompt",
+                         title="prompt"))
     for position, token in enumerate(tokens):
         spans.append(_token_span(token, scores[position] if scores else None))
     if not tokens:
-        spans.append(_escape(data.get("text", "")))
+        spans.append(escape(data.get("text", "")))
     parts = [
-        _tag("style", _STYLE),
-        _tag("div", _join(spans), class_=f"{_CSS_PREFIX}-text"),
-        _legend(data, colour_by="attribution" if scores else "probability"),
-        _metadata_footer(data),
+        tag("style", _join_styles()),
+        tag("div", join(spans), class_=f"{_CSS_PREFIX}-text"),
     ]
-    kind = str(data.get("kind", "result"))
-    return _tag("div", _join(parts), class_=f"{_CSS_PREFIX}-result {_CSS_PREFIX}-{kind}")
+    if kind in render_grids.VIEWS:
+        parts.append(render_grids.VIEWS[kind](data))
+    parts += [_legend(data, colour_by=colour_by), _metadata_footer(data)]
+    return tag("div", join(parts), class_=f"{_CSS_PREFIX}-result {_CSS_PREFIX}-{kind}")
+
+
+def _join_styles() -> Html:
+    return Html(_STYLE + render_grids.STYLE)
+
+
+def _comparison_diffs(data: Mapping[str, Any]) -> list[float] | None:
+    """Per-token log p_b − log p_a scaled to [-1, 1] (0 past the shared tokens)."""
+    comparison = data.get("comparison")
+    if not comparison:
+        return None
+    diffs = [float(d or 0.0) for d in comparison.get("diff", [])]
+    scale = max((abs(d) for d in diffs), default=0.0) or 1.0
+    normalised = [d / scale for d in diffs]
+    return normalised + [0.0] * (len(data.get("tokens", [])) - len(normalised))
 
 
 def _attribution_scores(data: Mapping[str, Any]) -> list[float] | None:
@@ -246,7 +246,7 @@ def _attribution_scores(data: Mapping[str, Any]) -> list[float] | None:
     return normalised + [0.0] * (len(data.get("tokens", [])) - len(normalised))
 
 
-def _token_span(token: Mapping[str, Any], attribution: float | None) -> _Html:
+def _token_span(token: Mapping[str, Any], attribution: float | None) -> Html:
     role = token.get("role", "")
     prob = token.get("prob")
     if attribution is not None:
@@ -258,7 +258,7 @@ def _token_span(token: Mapping[str, Any], attribution: float | None) -> _Html:
         background = None
     classes = f"{_CSS_PREFIX}-token" + (f" {_CSS_PREFIX}-prompt" if role == "prompt" else "")
     style = f"background:{background}" if background else None
-    return _tag("span", token.get("text", ""), class_=classes, style=style,
+    return tag("span", token.get("text", ""), class_=classes, style=style,
                 title=_token_title(token, attribution))
 
 
@@ -276,8 +276,9 @@ def _token_title(token: Mapping[str, Any], attribution: float | None) -> str:
         stats.append(f"rank {token['rank']}")
     if token.get("entropy") is not None:
         stats.append(f"entropy {token['entropy']:.4g} nats")
-    if attribution is not None:
-        stats.append(f"attribution {attribution:+.3f} (of max |score|)")
+    if attribution is not None and attribution != 0.0:
+        stats.append(f"{'Δ log p' if token.get('role') == 'scored' else 'attribution'} "
+                     f"{attribution:+.3f} (of max |value|)")
     if stats:
         lines.append(" · ".join(stats))
     alternatives = token.get("top_k") or []
@@ -288,19 +289,30 @@ def _token_title(token: Mapping[str, Any], attribution: float | None) -> str:
     return "\n".join(lines)
 
 
-def _legend(data: Mapping[str, Any], colour_by: str) -> _Html:
-    if colour_by == "attribution":
-        text = _escape("colour: attribution, blue positive / red negative · hover for details")
+def _legend(data: Mapping[str, Any], colour_by: str) -> Html:
+    comparison = data.get("comparison") or {}
+    if colour_by == "comparison":
+        label_a, label_b = (comparison.get("labels") or ["a", "b"])[:2]
+        text = escape(f"colour: log p({label_b}) − log p({label_a}) per token, blue: "
+                      f"{label_b} likelier, red: {label_a} likelier (scaled to the largest "
+                      "|difference|) · hover for values")
+        diverged = comparison.get("diverged_at")
+        if diverged is not None:
+            text = join([text, escape(f" · the runs' tokens differ from token {diverged}")])
+    elif colour_by == "none":
+        text = escape("hover a cell for its value")
+    elif colour_by == "attribution":
+        text = escape("colour: attribution, blue positive / red negative · hover for details")
     else:
-        text = _join([_escape("probability 0"), _tag("span", "", class_=f"{_CSS_PREFIX}-swatch"),
-                      _escape("1 · hover a token for rank, entropy and alternatives")])
+        text = join([escape("probability 0"), tag("span", "", class_=f"{_CSS_PREFIX}-swatch"),
+                      escape("1 · hover a token for rank, entropy and alternatives")])
     if data.get("truncated"):
-        text = _join([text, _escape(f" · truncated to {MAX_TOKENS} tokens / "
+        text = join([text, escape(f" · truncated to {MAX_TOKENS} tokens / "
                                     f"{MAX_TOP_K} alternatives")])
-    return _tag("div", text, class_=f"{_CSS_PREFIX}-legend")
+    return tag("div", text, class_=f"{_CSS_PREFIX}-legend")
 
 
-def _metadata_footer(data: Mapping[str, Any]) -> _Html:
+def _metadata_footer(data: Mapping[str, Any]) -> Html:
     metadata = data.get("metadata", {})
     fields = []
     for key in ("model", "backend", "dtype"):
@@ -318,7 +330,7 @@ def _metadata_footer(data: Mapping[str, Any]) -> _Html:
     for key, value in (data.get("summary") or {}).items():
         shown = f"{value:.4g}" if isinstance(value, float) else value
         fields.append(f"{key.replace('_', ' ')} {shown}")
-    return _tag("div", " · ".join(fields), class_=f"{_CSS_PREFIX}-meta")
+    return tag("div", " · ".join(fields), class_=f"{_CSS_PREFIX}-meta")
 
 
 __all__ = [

@@ -24,7 +24,6 @@ from gemma_lab.forward import (
     ForwardPass,
     HookSet,
     adapter_for,
-    check_names,
     point_names,
 )
 from gemma_lab.models.loading import LoadedModel
@@ -106,8 +105,8 @@ class ModelRuntime:
         return point_names(self.adapter.num_layers)
 
     def check_hooks(self, hooks: HookSet) -> HookSet:
-        check_names(hooks.points(), self.adapter.num_layers)
-        return hooks
+        """`hooks` if its points exist here and its self-checking hooks fit this model."""
+        return hooks.check(self.adapter.shape)
 
     @property
     def active_hooks(self) -> HookSet:

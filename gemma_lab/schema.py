@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 MIME_TYPE = "application/vnd.gemma-lab.v1+json"
-SCHEMA_VERSION = 1
+# 2 (gemma_lab 0.3): adds the kinds "cache", "patching", "logit_attribution", "comparison"
+# and their fields; every v1 payload is still valid v2 apart from its version number.
+SCHEMA_VERSION = 2
 
 # Payload caps: larger arrays are summarised and `truncated` says so.
 MAX_TOKENS = 2048
@@ -47,12 +49,13 @@ _matrix = {"type": "array", "items": {"type": "array", "items": {"type": "number
 
 JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "gemma_lab result payload v1",
+    "title": "gemma_lab result payload v2",
     "type": "object",
     "required": ["version", "kind", "text", "tokens", "metadata"],
     "properties": {
-        "version": {"const": SCHEMA_VERSION},
-        "kind": {"enum": ["generation", "score", "trace", "attribution", "finetune"]},
+        "version": {"enum": [1, SCHEMA_VERSION]},  # v1 payloads (saved notebooks) still render
+        "kind": {"enum": ["generation", "score", "trace", "attribution", "finetune", "cache",
+                          "patching", "logit_attribution", "comparison"]},
         "text": {"type": "string"},
         "prompt": {"type": "string"},
         "tokens": {"type": "array", "items": _token},
@@ -94,6 +97,74 @@ JSON_SCHEMA: dict[str, Any] = {
                 "method": {"type": "string"},
                 "target": {"type": "string"},
                 "scores": {"type": "array", "items": {"type": "number"}},
+            },
+        },
+        # kind "cache": one row per recorded hook point.
+        "cache": {
+            "type": "object",
+            "required": ["points"],
+            "properties": {
+                "points": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["name", "shape"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "shape": {"type": "array", "items": {"type": "integer"}},
+                        "mean_abs": {"type": ["number", "null"]},
+                        "max_abs": {"type": ["number", "null"]},
+                        # RMS over the last axes at each position (not for attn.pattern).
+                        "rms_by_position": {"type": "array",
+                                            "items": {"type": ["number", "null"]}},
+                    },
+                }},
+                "truncated": {"type": "boolean"},
+            },
+        },
+        # kind "patching": scores[row][column] = log p(target) with that activation patched.
+        "patching": {
+            "type": "object",
+            "required": ["over", "target", "rows", "columns", "scores", "clean", "corrupted"],
+            "properties": {
+                "over": {"enum": ["resid_pre", "attn_out", "mlp_out", "heads"]},
+                "target": {"type": "string"},
+                "clean_prompt": {"type": "string"},
+                "corrupted_prompt": {"type": "string"},
+                "rows": {"type": "array", "items": {"type": "string"}},  # "L0", "L1", ...
+                "columns": {"type": "array", "items": {"type": "string"}},  # tokens or "H0"...
+                "scores": _matrix,
+                "clean": {"type": ["number", "null"]},
+                "corrupted": {"type": ["number", "null"]},
+            },
+        },
+        # kind "logit_attribution": direct contributions to the target's logit.
+        "logit_attribution": {
+            "type": "object",
+            "required": ["target", "labels", "values", "heads", "logit"],
+            "properties": {
+                "target": {"type": "string"},
+                "position": {"type": "integer"},
+                "labels": {"type": "array", "items": {"type": "string"}},  # "embed", "L0 attn"
+                "values": {"type": "array", "items": {"type": ["number", "null"]}},
+                "heads": _matrix,  # [layer][head]
+                "logit": {"type": ["number", "null"]},
+                "direct_sum": {"type": ["number", "null"]},
+            },
+        },
+        # kind "comparison": `tokens` are run b's (logprob = log p_b); diff[i] = log p_b −
+        # log p_a of token i, for the tokens both runs share (up to diverged_at).
+        "comparison": {
+            "type": "object",
+            "required": ["labels", "logprobs_a", "logprobs_b", "diff"],
+            "properties": {
+                "labels": {"type": "array", "items": {"type": "string"},
+                           "minItems": 2, "maxItems": 2},
+                "tokens_a": {"type": "array", "items": {"type": "string"}},
+                "logprobs_a": {"type": "array", "items": {"type": ["number", "null"]}},
+                "logprobs_b": {"type": "array", "items": {"type": ["number", "null"]}},
+                "diff": {"type": "array", "items": {"type": ["number", "null"]}},
+                "diverged_at": {"type": ["integer", "null"]},
+                "adapter_a": {"type": ["string", "null"]},
+                "adapter_b": {"type": ["string", "null"]},
             },
         },
         "loss": {

@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from gemma_lab import defaults
+from gemma_lab.comparison import Comparison, compare
 from gemma_lab.decoding import CompiledModel, decoder
 from gemma_lab.errors import NotAvailableError
 from gemma_lab.finetune import Adapters, FinetuneResult, FinetuneRun
@@ -22,7 +23,10 @@ from gemma_lab.forward import HookFn, HookSet
 from gemma_lab.generation import Generation, GenerationStream
 from gemma_lab.inspect.activations import ActivationCache, run_with_cache
 from gemma_lab.inspect.attribution import attribute_text
+from gemma_lab.inspect.logit_attribution import LogitAttribution, logit_attribution
+from gemma_lab.inspect.patching import PatchingResult, patch_sweep
 from gemma_lab.inspect.records import Attribution, Trace
+from gemma_lab.inspect.steering import steering_vector
 from gemma_lab.inspect.trace import trace_text
 from gemma_lab.model_info import ModelInfo, model_info
 from gemma_lab.models.loading import DTYPES, LoadedModel, load_model
@@ -284,6 +288,73 @@ class GemmaLab:
         """
         self.runtime.ensure_idle("run the model")
         return run_with_cache(self.runtime, text, names)
+
+    # --- interventions -----------------------------------------------------------------------
+    def patch(self, clean: str, corrupted: str, target: str, over: str = "resid_pre",
+              progress: bool = True) -> PatchingResult:
+        """Activation patching: log p(`target`) after `corrupted` with one activation at a
+        time taken from `clean` (same token count). `over`: "resid_pre", "attn_out",
+        "mlp_out" → scores [layer, position]; "heads" → [layer, head] (attn.z of one head at
+        every prompt position). `r.clean` / `r.corrupted` are the unpatched baselines.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> r = tiny_session().patch("hello world", "hello wurld", target=" ok",
+            ...                          progress=False)
+            >>> r.scores.shape == (2, len(r.tokens))
+            True
+        """
+        self.runtime.ensure_idle("patch activations")
+        return patch_sweep(self.runtime, clean, corrupted, target, over=over, progress=progress)
+
+    def steering_vector(self, positive: str | Sequence[str], negative: str | Sequence[str],
+                        layer: int) -> Any:
+        """A steering vector for `interventions.add`: mean resid_post of block `layer` over
+        `positive` texts minus that over `negative` ones (float32 [hidden]).
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> tiny_session().steering_vector("I love it", "I hate it", layer=0).shape
+            (32,)
+        """
+        self.runtime.ensure_idle("run the model")
+        return steering_vector(self.runtime, positive, negative, layer)
+
+    def logit_attribution(self, text: str, target: str | None = None) -> LogitAttribution:
+        """Direct logit attribution of `target` (default: the top prediction) at the last
+        position of `text`: per layer (attention, MLP) and per head.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> la = tiny_session().logit_attribution("hello world")
+            >>> la.attn.shape, la.heads.shape
+            ((2,), (2, 4))
+        """
+        self.runtime.ensure_idle("run the model")
+        return logit_attribution(self.runtime, text, target)
+
+    def compare(self, a: Any, b: Any = None, *, hooks: Hooks | None = None,
+                adapter: str | bool | None = None,
+                labels: tuple[str, str] | None = None) -> Comparison:
+        """Per-token log-probability difference of two runs:
+
+        - `compare(score_a, score_b)` (or two Generations): two results you have;
+        - `compare(text_a, text_b)`: two texts, each scored;
+        - `compare(text, hooks=iv.ablate_heads(...))`: without vs with an intervention;
+        - `compare(text, adapter="name")` (or `adapter=True` for the one in use): the base
+          model vs a LoRA adapter; the adapter in use afterwards is the one before.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> c = tiny_session().compare("hello world", "hello there")
+            >>> c.diverged_at is not None
+            True
+        """
+        self.runtime.ensure_idle("compare runs")
+        hook_set = None if hooks is None else (
+            hooks if isinstance(hooks, HookSet) else HookSet.of(hooks))
+        return compare(self.runtime, a, b, hooks=hook_set, adapter=adapter,
+                       adapters=self.adapters, labels=labels)
 
     # --- fine-tuning ---------------------------------------------------------------------------
     def finetune_run(self, data: Any, rank: int = defaults.FINETUNE["rank"],

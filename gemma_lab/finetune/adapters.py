@@ -11,6 +11,8 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,6 +183,41 @@ class Adapters:
         lora.zero_lora(self._runtime.backbone)
         self._runtime.adapter_name = None
         self._runtime.adapter_provenance = None
+
+    @contextmanager
+    def using(self, name: str | None) -> Iterator[None]:
+        """Run the block on adapter `name` (None: the base model), then put back exactly the
+        adapter that was in use (its LoRA weights, name and provenance), even on error.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> lab = tiny_session()
+            >>> _ = lab.finetune(["hello world"] * 4, rank=2, progress=False)
+            >>> tuned = lab.score("hello").total_logprob
+            >>> with lab.adapters.using(None):
+            ...     base = lab.score("hello").total_logprob
+            >>> base != tuned == lab.score("hello").total_logprob
+            True
+        """
+        runtime = self._runtime
+        runtime.ensure_idle("switch adapters")
+        backbone = runtime.backbone
+        saved_name, saved_provenance = runtime.adapter_name, runtime.adapter_provenance
+        saved = lora.lora_weights(backbone) if lora.lora_rank(backbone) is not None else None
+        try:
+            if name is None:
+                if saved is not None:
+                    lora.zero_lora(backbone)
+                runtime.adapter_name = runtime.adapter_provenance = None
+            elif name != saved_name:
+                self.load(name)
+            yield
+        finally:
+            if saved is not None:
+                lora.assign_lora(backbone, saved)
+            elif lora.lora_rank(backbone) is not None:
+                lora.zero_lora(backbone)  # LoRA was enabled for the block: base function again
+            runtime.adapter_name, runtime.adapter_provenance = saved_name, saved_provenance
 
     def names(self) -> list[str]:
         root = adapters_dir()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gemma_lab.forward.patching import Patch, call_attr
-from gemma_lab.forward.points import HookSet, block_point
+from gemma_lab.forward.points import HookSet, ModelShape, block_point
 
 # Apply(name, layer, value) -> value: runs the hook set's functions and records for `name`.
 Apply = Callable[[str, "int | None", Any], Any]
@@ -108,6 +108,20 @@ class GemmaAdapter:
     @property
     def num_layers(self) -> int:
         return len(self.blocks)
+
+    @property
+    def shape(self) -> ModelShape:
+        """Layer, head and width sizes the hook points have."""
+        attention = self.blocks[0].attention
+        return ModelShape(
+            num_layers=self.num_layers,
+            num_heads=int(attention.num_query_heads),
+            num_kv_heads=int(attention.num_key_value_heads),
+            head_dim=int(attention.head_dim),
+            hidden_dim=int(self.backbone.hidden_dim),
+            mlp_dim=int(self.blocks[0].ffw_linear.kernel.shape[0]),
+            vocabulary_size=int(self.backbone.vocabulary_size),
+        )
 
     def sliding_window(self, layer: int) -> int | None:
         """The sliding window of block `layer`'s attention, None for global attention."""

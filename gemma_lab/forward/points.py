@@ -27,8 +27,10 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from gemma_lab.errors import InputError
 
@@ -87,6 +89,53 @@ def check_names(names: Iterable[str], num_layers: int) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class ModelShape:
+    """The sizes a hook must respect: what `HookSet.check` and the interventions test against.
+
+    Example:
+        >>> shape = ModelShape(2, 4, 2, 8, 32, 64, 100)
+        >>> shape.per_position("blocks.1.attn.z"), shape.per_position("blocks.0.mlp.post")
+        ((4, 8), (64,))
+    """
+
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_dim: int
+    mlp_dim: int
+    vocabulary_size: int
+
+    def per_position(self, name: str) -> tuple[int, ...] | None:
+        """The shape of one position's value at point `name` (None for attn.pattern, whose
+        key axis depends on the sequence)."""
+        point = (block_point(name) or (None, name))[1]
+        return {
+            "attn.q": (self.num_heads, self.head_dim),
+            "attn.z": (self.num_heads, self.head_dim),
+            "attn.k": (self.num_kv_heads, self.head_dim),
+            "attn.v": (self.num_kv_heads, self.head_dim),
+            "attn.pattern": None,
+            "mlp.post": (self.mlp_dim,),
+            "logits": (self.vocabulary_size,),
+        }.get(point, (self.hidden_dim,))
+
+    def check_layer(self, layer: Any) -> int:
+        if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool) or not (
+                0 <= int(layer) < self.num_layers):
+            raise InputError(f"Layer {layer!r} is out of range: this model has layers "
+                             f"0..{self.num_layers - 1}.")
+        return int(layer)
+
+    def check_head(self, layer: int, head: Any) -> int:
+        if not isinstance(head, (int, np.integer)) or isinstance(head, bool) or not (
+                0 <= int(head) < self.num_heads):
+            raise InputError(f"Head {head!r} of layer {layer} is out of range: this model has "
+                             f"heads 0..{self.num_heads - 1} per layer.")
+        return int(head)
+
+
+@dataclass(frozen=True)
 class HookContext:
     """What a hook function is told about the value it receives.
 
@@ -96,12 +145,16 @@ class HookContext:
         index: position of the first row (0 for a whole sequence; the cache index in a
             decode step); a backend tensor or an int.
         rows: how many positions the value holds.
+        inputs: extra tensors the caller passed to this forward pass (e.g. the clean-run
+            activations of an activation-patching sweep), so one compiled program serves
+            many values; empty for ordinary calls.
     """
 
     name: str
     layer: int | None
     index: Any
     rows: Any
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def positions(self) -> Any:
@@ -150,8 +203,22 @@ class HookSet:
             recorded = [(name, None) for name in records]
         return cls(tuple(pairs), tuple(recorded))
 
-    def __or__(self, other: HookSet) -> HookSet:
+    def __or__(self, other: HookSet | Mapping[str, Any]) -> HookSet:
+        other = other if isinstance(other, HookSet) else HookSet.of(other)
         return HookSet(self.fns + other.fns, self.records + other.records)
+
+    def __ror__(self, other: Mapping[str, Any]) -> HookSet:
+        return HookSet.of(other) | self
+
+    def check(self, shape: ModelShape) -> HookSet:
+        """This set if every point exists in a model of `shape` and every hook that can
+        check itself (`fn.check(shape)`, e.g. the ready-made interventions) fits it."""
+        check_names(self.points(), shape.num_layers)
+        for _, fn in self.fns:
+            checker = getattr(fn, "check", None)
+            if callable(checker):
+                checker(shape)
+        return self
 
     @property
     def empty(self) -> bool:
@@ -179,6 +246,7 @@ __all__ = [
     "HookContext",
     "HookFn",
     "HookSet",
+    "ModelShape",
     "block_point",
     "check_names",
     "point_names",

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from gemma_lab.backend import compile_function, import_keras
-from gemma_lab.errors import InputError
+from gemma_lab.errors import GemmaLabError, HookError, InputError
 from gemma_lab.forward import sliding_mask
 from gemma_lab.forward.patching import applied
 from gemma_lab.forward.points import NO_HOOKS, HookContext, HookSet
@@ -53,6 +53,7 @@ class ForwardPass:
         self._lock = lock or threading.RLock()
         self._index: Any = 0
         self._recording = False
+        self._inputs: dict[str, Any] = {}
         self._base_patches = sliding_mask.patches(adapter.blocks)
         self._hook_patches = adapter.patches(hooks, self._apply) if not hooks.empty else []
         self._takes_padding_mask = "padding_mask" in inspect.signature(
@@ -62,37 +63,33 @@ class ForwardPass:
     def _apply(self, name: str, layer: int | None, value: Any) -> Any:
         ops = import_keras().ops
         rows = ops.shape(value)[2] if name.endswith("attn.pattern") else ops.shape(value)[1]
-        context = HookContext(name=name, layer=layer, index=self._index, rows=rows)
+        context = HookContext(name=name, layer=layer, index=self._index, rows=rows,
+                              inputs=self._inputs)
         for fn in self.hooks.fns_for(name):
-            result = fn(value, context)
-            if result is None:
-                continue
-            result = ops.convert_to_tensor(result)
-            if tuple(result.shape) != tuple(value.shape):
-                raise InputError(
-                    f"The hook on {name!r} returned shape {tuple(result.shape)}; it must keep "
-                    f"the shape {tuple(value.shape)}.")
-            value = ops.cast(result, value.dtype)
+            value = _checked(name, fn, value, context)
         if self._recording and self.hooks.recorded(name):
             transform = self.hooks.transform_for(name)
             self.records[name] = transform(value) if transform is not None else value
         return value
 
     @contextmanager
-    def _installed(self, index: Any, recording: bool) -> Iterator[None]:
+    def _installed(self, index: Any, recording: bool,
+                   inputs: Mapping[str, Any] | None = None) -> Iterator[None]:
         with self._lock:
-            self._index, self._recording = index, recording
+            self._index, self._recording, self._inputs = index, recording, dict(inputs or {})
             try:
                 with applied(self._base_patches + self._hook_patches):
                     yield
             finally:
-                self._index, self._recording = 0, False
+                self._index, self._recording, self._inputs = 0, False, {}
 
     # --- entry points -----------------------------------------------------------------------
-    def sequence(self, token_ids: Any, padding_mask: Any) -> Any:
+    def sequence(self, token_ids: Any, padding_mask: Any,
+                 inputs: Mapping[str, Any] | None = None) -> Any:
         """The final-normed hidden states [batch, length, hidden] of whole sequences
-        (keras-hub's backbone call); recorded points land in `records`."""
-        with self._installed(0, recording=True):
+        (keras-hub's backbone call); recorded points land in `records`. `inputs` reach the
+        hook functions as `ctx.inputs`."""
+        with self._installed(0, recording=True, inputs=inputs):
             return self.backbone({"token_ids": token_ids, "padding_mask": padding_mask})
 
     def unembed(self, hidden: Any) -> Any:
@@ -135,6 +132,44 @@ class ForwardPass:
         if self.hooks.records:
             raise InputError(f"Recording hook points is for whole sequences, not {what}: use "
                              "lab.run_with_cache(text).")
+
+
+def _checked(name: str, fn: Callable[..., Any], value: Any, context: HookContext) -> Any:
+    """`fn(value, context)` as the value of point `name`: None keeps `value`; a result of
+    another shape, or not a floating-point tensor, is a `HookError` naming the point."""
+    keras = import_keras()
+    ops = keras.ops
+    try:
+        result = fn(value, context)
+    except GemmaLabError as err:
+        raise _plain(err) from err.__cause__
+    except Exception as err:  # a user's hook: say where it failed, keep the cause
+        hint = (" Hooks run inside compiled code: compute with keras.ops, not NumPy."
+                if "Tracer" in type(err).__name__ or "tracer" in str(err).lower() else "")
+        raise _plain(HookError(
+            f"The hook {getattr(fn, '__name__', type(fn).__name__)!r} on {name!r} raised "
+            f"{type(err).__name__}: {err}.{hint} The session and its model are unchanged; fix "
+            "the hook and run again.")) from err
+    if result is None:
+        return value
+    result = ops.convert_to_tensor(result)
+    if tuple(result.shape) != tuple(value.shape):
+        raise _plain(HookError(
+            f"The hook on {name!r} returned shape {tuple(result.shape)}; it must keep the "
+            f"shape {tuple(value.shape)}."))
+    dtype = keras.backend.standardize_dtype(result.dtype)
+    if "float" not in dtype:
+        expected = keras.backend.standardize_dtype(value.dtype)
+        raise _plain(HookError(f"The hook on {name!r} returned dtype {dtype}; it must return "
+                               f"floating-point values like its input ({expected})."))
+    return ops.cast(result, value.dtype)
+
+
+def _plain(err: GemmaLabError) -> GemmaLabError:
+    """`err` marked so Keras' layer-call wrappers re-raise it with its own one-line message
+    (instead of a copy wrapped in every layer's argument dump)."""
+    err._keras_call_info_injected = True  # type: ignore[attr-defined]
+    return err
 
 
 def compiled_pass(run: ForwardPass, fn: Callable[..., Any], donate: tuple[int, ...] = ()

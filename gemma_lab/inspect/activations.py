@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 # Refuse caches whose arrays would exceed this many bytes (float32).
 MAX_CACHE_BYTES = 4 * 2**30
+# Points listed in a cache's notebook summary.
+MAX_SUMMARY_POINTS = 512
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,32 @@ class ActivationCache(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self.values)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON payload (kind "cache"; see gemma_lab.schema): per point its shape, mean
+        and max |value|, and the RMS at each position (not for attn.pattern)."""
+        from gemma_lab.render import payload, token_entry
+
+        points = []
+        for name, value in list(self.values.items())[:MAX_SUMMARY_POINTS]:
+            row: dict[str, Any] = {"name": name, "shape": list(value.shape),
+                                   "mean_abs": float(np.abs(value).mean()),
+                                   "max_abs": float(np.abs(value).max())}
+            if not name.endswith("attn.pattern"):
+                flat = value.reshape(value.shape[0], -1).astype("float64")
+                row["rms_by_position"] = np.sqrt((flat ** 2).mean(axis=1)).tolist()
+            points.append(row)
+        tokens = [token_entry("prompt", piece, token_id, piece=piece)
+                  for piece, token_id in zip(self.tokens, self.token_ids, strict=True)]
+        return payload("cache", self.text, tokens, dict(self.metadata),
+                       summary={"points": len(self.values), "positions": len(self.tokens)},
+                       cache={"points": points,
+                              "truncated": len(self.values) > MAX_SUMMARY_POINTS})
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from gemma_lab.render import mimebundle
+
+        return mimebundle(self.to_dict(), include, exclude)
+
     def __repr__(self) -> str:
         return (f"<ActivationCache {len(self.values)} points over {len(self.tokens)} "
                 f"positions of {self.text[:40]!r}>")
@@ -82,6 +110,37 @@ def _chosen(runtime: ModelRuntime, names: Sequence[str] | Callable[[str], bool] 
     if isinstance(names, str):
         names = [names]
     return check_names(list(dict.fromkeys(names)), runtime.adapter.num_layers)
+
+
+def _first_as_float32(value: Any) -> Any:
+    return import_keras().ops.cast(value[0], "float32")
+
+
+def record_token_ids(runtime: ModelRuntime, ids: Sequence[int], names: Sequence[str],
+                     length: int | None = None) -> dict[str, np.ndarray]:
+    """The values of points `names` (checked) for token ids `ids` (`<bos>` first), right-padded
+    to `length` (default: the bucket length): float32 arrays [length, ...] ([head, length,
+    length] for attn.pattern), positions past `len(ids)` are padding. Hooks in force apply.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> record_token_ids(tiny_runtime(), [2, 10, 11], ["embed"])["embed"].shape
+        (32, 32)
+    """
+    chosen = tuple(names)
+    # One transform function for every call: equal hook sets reuse one compiled program.
+    hooks = runtime.active_hooks | HookSet.of(records={name: _first_as_float32
+                                                       for name in chosen})
+
+    def forward(run: ForwardPass, token_ids: Any, padding_mask: Any) -> dict[str, Any]:
+        hidden = run.sequence(token_ids, padding_mask)
+        if "logits" in chosen:  # the backbone stops at final_norm; unembedding records it
+            run.unembed(hidden)
+        return run.take_records()
+
+    compiled = runtime.compiled("run_with_cache", lambda run: compiled_pass(run, forward), hooks)
+    length = length or bucket_length(len(ids), runtime.context_length)
+    return {name: to_numpy(value) for name, value in compiled(*padded(ids, length)).items()}
 
 
 def run_with_cache(runtime: ModelRuntime,
@@ -114,19 +173,7 @@ def run_with_cache(runtime: ModelRuntime,
                          f"{needed / 2**30:.1f} GiB. Pass names=[...] for fewer points, or a "
                          "shorter text.")
 
-    ops = import_keras().ops
-    hooks = runtime.active_hooks | HookSet.of(
-        records={name: (lambda value: ops.cast(value[0], "float32")) for name in chosen})
-
-    def forward(run: ForwardPass, token_ids: Any, padding_mask: Any) -> dict[str, Any]:
-        hidden = run.sequence(token_ids, padding_mask)
-        if "logits" in chosen:  # the backbone stops at final_norm; unembedding records it
-            run.unembed(hidden)
-        return run.take_records()
-
-    compiled = runtime.compiled("run_with_cache", lambda run: compiled_pass(run, forward), hooks)
-    length = bucket_length(n, runtime.context_length)
-    values = {name: to_numpy(value) for name, value in compiled(*padded(ids, length)).items()}
+    values = record_token_ids(runtime, ids, chosen)
     cut = {name: (value[:, :n, :n] if name.endswith("attn.pattern") else value[:n])
            for name, value in values.items()}
     return ActivationCache(
@@ -138,4 +185,4 @@ def run_with_cache(runtime: ModelRuntime,
     )
 
 
-__all__ = ["ActivationCache", "run_with_cache"]
+__all__ = ["ActivationCache", "record_token_ids", "run_with_cache"]
