@@ -29,8 +29,9 @@ class Comparison:
 
     Attributes:
         labels: what runs a and b are ("base", "adapter my-tune", "with hooks", ...).
-        text_a, text_b: their texts; tokens_a / tokens_b, token_ids_a / token_ids_b their
-            tokens (without `<bos>`); logprobs_a / logprobs_b float64, one per token.
+        text_a, text_b: their texts; tokens_a / tokens_b (the text each token adds),
+            token_ids_a / token_ids_b their tokens (without `<bos>`); logprobs_a / logprobs_b
+            float64, one per token; pieces_b run b's vocabulary pieces.
         metadata_a, metadata_b: each run's provenance (model, adapter, ...).
 
     Example:
@@ -50,6 +51,7 @@ class Comparison:
     token_ids_b: tuple[int, ...]
     logprobs_a: np.ndarray
     logprobs_b: np.ndarray
+    pieces_b: tuple[str, ...] = ()
     metadata_a: dict[str, Any] = field(default_factory=dict)
     metadata_b: dict[str, Any] = field(default_factory=dict)
 
@@ -79,11 +81,12 @@ class Comparison:
         from gemma_lab.render import payload, token_entry
 
         diff = self.diff
-        tokens = [token_entry("scored", piece, token_id, piece=piece,
+        pieces = self.pieces_b or self.tokens_b
+        tokens = [token_entry("scored", text, token_id, piece=pieces[i],
                               logprob=float(self.logprobs_b[i]),
                               prob=float(np.exp(self.logprobs_b[i])))
-                  for i, (piece, token_id) in enumerate(zip(self.tokens_b, self.token_ids_b,
-                                                            strict=True))]
+                  for i, (text, token_id) in enumerate(zip(self.tokens_b, self.token_ids_b,
+                                                           strict=True))]
         return payload(
             "comparison", self.text_b, tokens, dict(self.metadata_b),
             prompt=self.text_a,
@@ -129,8 +132,9 @@ def _run(record: Any, label: str) -> dict[str, Any]:
     if not all(hasattr(record, name) for name in ("token_ids", "logprobs", "tokens")):
         raise InputError(f"compare() takes texts or results with per-token log-probabilities "
                          f"(Score, Generation), got {type(record).__name__}.")
-    pieces = [getattr(step, "piece", "") or step.text for step in record.steps]
-    return {"label": label, "text": str(record.text), "tokens": tuple(pieces),
+    texts = [step.text or step.piece for step in record.steps]  # piece: half a character
+    return {"label": label, "text": str(record.text), "tokens": tuple(texts),
+            "pieces": tuple(step.piece for step in record.steps),
             "token_ids": tuple(int(i) for i in record.token_ids),
             "logprobs": np.asarray(record.logprobs, dtype="float64"),
             "metadata": dict(getattr(record, "metadata", {}))}
@@ -141,7 +145,7 @@ def _pair(a: dict[str, Any], b: dict[str, Any]) -> Comparison:
         labels=(a["label"], b["label"]), text_a=a["text"], text_b=b["text"],
         tokens_a=a["tokens"], tokens_b=b["tokens"], token_ids_a=a["token_ids"],
         token_ids_b=b["token_ids"], logprobs_a=a["logprobs"], logprobs_b=b["logprobs"],
-        metadata_a=a["metadata"], metadata_b=b["metadata"])
+        pieces_b=b["pieces"], metadata_a=a["metadata"], metadata_b=b["metadata"])
 
 
 def compare(runtime: ModelRuntime, a: Any, b: Any = None, *, hooks: HookSet | None = None,

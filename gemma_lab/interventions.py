@@ -336,4 +336,4 @@ def patch(cache: Any, names: str | Sequence[str] | None = None,
     return HookSet.of(fns)
 
 
-__all__ = ["MODES", "ablate_heads", "ablate_neurons", "add", "patch"]
+__all__ = ["MODES", "HookSet", "ablate_heads", "ablate_neurons", "add", "patch"]

@@ -53,16 +53,18 @@ _CSS_PREFIX = "gemma-lab"
 # --- the payload ---------------------------------------------------------------------------
 def payload(kind: str, text: str, tokens: Sequence[Mapping[str, Any]],
             metadata: Mapping[str, Any] | None = None, **extras: Any) -> dict[str, Any]:
-    """The v1 payload: caps tokens (MAX_TOKENS) and alternatives (MAX_TOP_K), makes it JSON-safe.
+    """The payload (schema version `SCHEMA_VERSION`): caps tokens (MAX_TOKENS) and
+    alternatives (MAX_TOP_K), makes it JSON-safe.
 
     `extras` are the optional top-level fields (`prompt`, `summary`, `attention`, `lens`,
-    `attribution`, `loss`); None values are left out. Arrays in extras are not capped here:
+    `attribution`, `loss`, `cache`, `patching`, `logit_attribution`, `comparison`); None
+    values are left out. Arrays in extras are not capped here:
     the record that builds them knows which axis to cut, and sets their own `truncated`.
 
     Example:
         >>> p = payload("score", "hi", [token_entry("scored", "hi", 7, prob=0.5)])
         >>> p["version"], p["tokens"][0]["prob"], p["truncated"]
-        (1, 0.5, False)
+        (2, 0.5, False)
     """
     unknown = set(extras) - set(_EXTRAS)
     if unknown:

@@ -58,7 +58,7 @@ class ModelRuntime:
         self.adapter_name: str | None = None  # the LoRA adapter in use; None: base model
         self.adapter_provenance: Any = None  # FinetuneResult of an unsaved adapter, if any
         self._compiled: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._hooks: list[HookSet] = []
+        self._hook_stacks = threading.local()  # hooks apply to the thread that pushed them
         self._patch_lock = threading.RLock()
         self._training_lock = threading.Lock()
         self._training_thread: int | None = None  # the thread fine-tuning this model, if any
@@ -109,8 +109,15 @@ class ModelRuntime:
         return hooks.check(self.adapter.shape)
 
     @property
+    def _hooks(self) -> list[HookSet]:
+        stack = getattr(self._hook_stacks, "stack", None)
+        if stack is None:
+            stack = self._hook_stacks.stack = []
+        return stack
+
+    @property
     def active_hooks(self) -> HookSet:
-        """Every hook set pushed with `hooked()`, outermost first."""
+        """Every hook set this thread pushed with `hooked()`, outermost first."""
         combined = NO_HOOKS
         for hooks in self._hooks:
             combined = combined | hooks
@@ -118,12 +125,14 @@ class ModelRuntime:
 
     @contextmanager
     def hooked(self, hooks: HookSet) -> Iterator[HookSet]:
-        """Apply `hooks` to every forward pass run inside the block (checked first)."""
-        self._hooks.append(self.check_hooks(hooks))
+        """Apply `hooks` to every forward pass this thread runs inside the block (checked
+        first); a widget's background thread keeps its own hooks."""
+        stack = self._hooks
+        stack.append(self.check_hooks(hooks))
         try:
             yield hooks
         finally:
-            self._hooks.remove(hooks)
+            stack.pop()
 
     def forward_pass(self, hooks: HookSet = NO_HOOKS) -> ForwardPass:
         """A new `ForwardPass` of this model for `hooks` (patching serialised per model)."""

@@ -143,6 +143,7 @@ JSON_SCHEMA: dict[str, Any] = {
             "properties": {
                 "target": {"type": "string"},
                 "position": {"type": "integer"},
+                "layers": {"type": "array", "items": {"type": "string"}},  # heads' row labels
                 "labels": {"type": "array", "items": {"type": "string"}},  # "embed", "L0 attn"
                 "values": {"type": "array", "items": {"type": ["number", "null"]}},
                 "heads": _matrix,  # [layer][head]

@@ -24,7 +24,8 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 def test_the_promised_examples_exist():
     names = [path.stem for path in EXAMPLES]
     assert names == ["01_quickstart", "02_token_probabilities", "03_attention_and_logit_lens",
-                     "04_attribution", "05_lora_finetune", "06_backends"]
+                     "04_attribution", "05_lora_finetune", "06_backends",
+                     "07_interventions"]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)

@@ -17,7 +17,7 @@ from gemma_lab.testing import ipython_shell, run_magic
 CELL_FLAGS = ["--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--stop",
               "--probs", "--attention", "--lens", "--attribute", "--target", "--score",
               "--chat", "--no-stream", "--no-interpolate", "-o VAR", "--format", "--layer",
-              "--head"]
+              "--head", "--ablate", "--steer"]
 
 
 @pytest.fixture
@@ -80,7 +80,8 @@ def test_help_lists_every_command_and_flag_with_its_default(shell):
     for flag in CELL_FLAGS:
         assert flag in run.stdout, flag
     for command in ("load", "info", "chat", "finetune", "adapters", "playground",
-                    "attention", "finetune-panel", "--backend", "--dtype", "--rank", "--lr"):
+                    "attention", "finetune-panel", "interventions", "hooks", "--backend",
+                    "--dtype", "--rank", "--lr", "%%gemma patch", "--over"):
         assert command in run.stdout, command
     assert "--max-new-tokens N    tokens to generate at most (default: 64)" in run.stdout
     assert "(default: text)" in run.stdout and "(default: float32)" in run.stdout
@@ -390,3 +391,58 @@ def test_finetune_data_must_be_a_variable_or_a_file(shell, tiny_lab):
     gemma_lab.magics.use(tiny_lab)
     assert_one_line_error(run_magic("%gemma finetune nowhere.jsonl"),
                           "neither a variable in the notebook nor a file")
+
+
+# --- interventions ---------------------------------------------------------------------------
+def test_ablate_and_steer_flags_hold_for_the_cell(shell, tiny_lab):
+    import numpy as np
+
+    from gemma_lab import interventions as iv
+
+    vector = tiny_lab.steering_vector("good", "bad", layer=1)
+    shell.user_ns["calm"] = vector
+    run = run_magic("%%gemma --score --ablate 0.1,1.2 --ablate 1.0 --steer calm@1:2.5 -o s\n"
+                    "hello world")
+    assert run.error is None, run.stderr
+    hooks = iv.ablate_heads([(0, 1), (1, 2), (1, 0)]) | iv.add(vector, layer=1, scale=2.5)
+    with tiny_lab.hooks(hooks):
+        expected = tiny_lab.score("hello world").logprobs
+    np.testing.assert_allclose(shell.user_ns["s"].logprobs, expected, atol=1e-6)
+    assert not tiny_lab.runtime.active_hooks.fns  # nothing left on after the cell
+    run = run_magic("%%gemma --max-new-tokens 3 --no-stream --steer calm@1:40 -o g\nhello")
+    assert run.error is None, run.stderr
+    with tiny_lab.hooks(iv.add(vector, layer=1, scale=40.0)):
+        assert shell.user_ns["g"].token_ids == tiny_lab.generate("hello", 3).token_ids
+
+
+@pytest.mark.parametrize("cell, fragments", [
+    ("%%gemma --ablate 0.9\nhi", ["Head 9 of layer 0 is out of range"]),
+    ("%%gemma --ablate 7\nhi", ["is not LAYER.HEAD"]),
+    ("%%gemma --steer nothing@1\nhi", ["no variable 'nothing'"]),
+    ("%%gemma --steer v@x\nhi", ["is not VAR@LAYER[:SCALE]"]),
+    ("%%gemma patch --target ' ok'\nhello world", ["needs two lines"]),
+    ("%%gemma patch\na\nb", ["--target"]),
+    ("%%gemma patch --target ' ok'\nhello world\nhello there", ["10 tokens", "8"]),
+])
+def test_bad_intervention_flags_are_one_line_errors(shell, cell, fragments):
+    assert_one_line_error(run_magic(cell), *fragments)
+
+
+def test_patch_cell_shows_the_heatmap_and_stores_the_result(shell, tiny_lab):
+    run = run_magic("%%gemma patch --target ' ok' --over heads -o r\nhello world\nhello wurld")
+    assert run.error is None, run.stderr
+    result = shell.user_ns["r"]
+    expected = tiny_lab.patch("hello world", "hello wurld", target=" ok", over="heads",
+                              progress=False)
+    assert (result.scores == expected.scores).all()
+    kinds = [o.data.get("application/vnd.gemma-lab.v1+json", {}).get("kind") for o in run.outputs]
+    assert "patching" in kinds
+    assert any("application/vnd.plotly.v1+json" in o.data for o in run.outputs)
+
+
+def test_hooks_lists_every_point_once_per_block(shell, tiny_lab):
+    run = run_magic("%gemma hooks")
+    assert run.error is None, run.stderr
+    assert f"{len(tiny_lab.hook_points())} hook points (2 blocks)" in run.stdout
+    for point in ("embed", "blocks.{0..1}.attn.z", "blocks.{0..1}.resid_post", "logits"):
+        assert point in run.stdout

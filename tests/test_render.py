@@ -7,7 +7,7 @@ import pytest
 
 from gemma_lab import render
 from gemma_lab.generation import Generation
-from gemma_lab.schema import JSON_SCHEMA, MAX_TOKENS, MAX_TOP_K, MIME_TYPE
+from gemma_lab.schema import JSON_SCHEMA, MAX_TOKENS, MAX_TOP_K, MIME_TYPE, SCHEMA_VERSION
 from gemma_lab.scoring import Score
 from gemma_lab.token_stats import TokenStats
 
@@ -65,7 +65,7 @@ def assert_close(actual, expected):
 def test_generation_payload_validates_and_carries_the_record(generation):
     data = generation.to_dict()
     validate(data)
-    assert (data["version"], data["kind"]) == (1, "generation")
+    assert (data["version"], data["kind"]) == (SCHEMA_VERSION, "generation") == (2, "generation")
     assert data["text"] == generation.text and data["prompt"] == "the quick brown"
     prompt = [t for t in data["tokens"] if t["role"] == "prompt"]
     generated = [t for t in data["tokens"] if t["role"] == "generated"]

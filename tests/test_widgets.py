@@ -11,7 +11,7 @@ import gemma_lab.magics
 from gemma_lab.models.loading import LoadedModel
 from gemma_lab.session import GemmaLab
 from gemma_lab.testing import run_magic, tiny_causal_lm
-from gemma_lab.widgets import AttentionExplorer, FinetunePanel, Playground
+from gemma_lab.widgets import AttentionExplorer, FinetunePanel, InterventionsPanel, Playground
 
 WAIT_S = 120
 
@@ -208,9 +208,37 @@ def test_finetune_panel_start_stop_keep_save_then_discard(fresh_lab, tmp_path):
 def test_magics_open_the_widgets(tiny_lab):
     gemma_lab.magics.use(tiny_lab)
     for command, kind in (("playground", Playground), ("attention", AttentionExplorer),
-                          ("finetune-panel", FinetunePanel)):
+                          ("finetune-panel", FinetunePanel),
+                          ("interventions", InterventionsPanel)):
         run = run_magic(f"%gemma {command}")
         assert run.error is None, run.stderr
         assert len(run.outputs) == 1
         assert "application/vnd.jupyter.widget-view+json" in run.outputs[0].data
         assert kind.__name__ in run.outputs[0].data["text/plain"]
+
+
+def test_interventions_panel_rescores_on_toggle_and_slider_release(tiny_lab):
+    from gemma_lab import interventions as iv
+
+    vector = tiny_lab.steering_vector("good fine", "bad awful", layer=1)
+    panel = InterventionsPanel(tiny_lab, text="hello <b>", vector=vector, layer=1)
+    assert panel.scale.continuous_update is False  # re-scored on release, not per pixel
+    panel.head_buttons[(0, 2)].value = True
+    panel.wait(WAIT_S)
+    assert panel.error is None
+    expected = tiny_lab.compare("hello <b>", hooks=iv.ablate_heads([(0, 2)]))
+    np.testing.assert_allclose(panel.comparison.logprobs_b, expected.logprobs_b, atol=1e-6)
+    assert [t["text"] for t in panel.strip.tokens] == list(expected.tokens_b)
+    for token, diff in zip(panel.strip.tokens, expected.diff, strict=True):
+        hue = "hsla(210" if diff >= 0 else "hsla(0"
+        assert token["colour"].startswith(hue) and f"{diff:+.3f}" in token["title"]
+    panel.scale.value = 3.0
+    panel.wait(WAIT_S)
+    both = tiny_lab.compare("hello <b>", hooks=iv.ablate_heads([(0, 2)])
+                            | iv.add(vector, layer=1, scale=3.0))
+    np.testing.assert_allclose(panel.comparison.logprobs_b, both.logprobs_b, atol=1e-6)
+    assert "2 heads off" not in panel.status.value and "1 heads off" in panel.status.value
+    panel.head_buttons[(0, 2)].value = False
+    panel.scale.value = 0.0
+    panel.wait(WAIT_S)
+    np.testing.assert_allclose(panel.comparison.diff, 0.0)

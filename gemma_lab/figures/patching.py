@@ -21,7 +21,9 @@ def patching_heatmap(values: np.ndarray, columns: Sequence[str], over: str, targ
         >>> fig.data[0].x[2], fig.layout.yaxis.autorange
         ('2 &lt;b&gt;', 'reversed')
     """
-    labels = [f"{i} {token_label(c)}" for i, c in enumerate(columns)]
+    # Positions are numbered (a token may repeat); heads are already unique labels.
+    labels = (list(columns) if over == "heads"
+              else [f"{i} {token_label(c)}" for i, c in enumerate(columns)])
     rows = [f"L{layer}" for layer in range(values.shape[0])]
     if kind == "recovered":
         colour = {"colorscale": "RdBu", "zmid": 0.0, "colorbar": {"title": {"text": "recovered"}}}

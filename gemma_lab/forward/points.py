@@ -213,11 +213,11 @@ class HookSet:
     def check(self, shape: ModelShape) -> HookSet:
         """This set if every point exists in a model of `shape` and every hook that can
         check itself (`fn.check(shape)`, e.g. the ready-made interventions) fits it."""
-        check_names(self.points(), shape.num_layers)
-        for _, fn in self.fns:
+        for _, fn in self.fns:  # first: their messages say which layer / head / size fits
             checker = getattr(fn, "check", None)
             if callable(checker):
                 checker(shape)
+        check_names(self.points(), shape.num_layers)
         return self
 
     @property

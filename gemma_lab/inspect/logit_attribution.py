@@ -34,8 +34,9 @@ class LogitAttribution:
 
     Attributes:
         text: the text run (after `<bos>`); tokens: its pieces, `<bos>` first.
-        target: the token whose logit is explained (the model's top prediction when none was
-            given); target_id its id.
+        target: the text of the token whose logit is explained (the model's top prediction
+            when none was given; its vocabulary piece if it decodes to no text alone);
+            target_id its id.
         embed: the contribution of the scaled token embedding.
         attn, mlp: float64 [layer]: each block's attention and MLP contribution.
         heads: float64 [layer, head]: per head (sums to `attn` per layer).
@@ -88,6 +89,7 @@ class LogitAttribution:
             logit_attribution={
                 "target": self.target,
                 "position": len(self.tokens) - 1,
+                "layers": [f"L{layer}" for layer in range(len(self.attn))],
                 "labels": self.labels,
                 "values": np.round(self.values, 5).tolist(),
                 "heads": np.round(self.heads, 5).tolist(),
@@ -186,7 +188,7 @@ def logit_attribution(runtime: ModelRuntime, text: str, target: str | None = Non
         text=text,
         tokens=cache.tokens,
         token_ids=cache.token_ids,
-        target=runtime.tokenizer.pieces([target_id])[0],
+        target=runtime.tokenizer.decode([target_id]) or runtime.tokenizer.piece(target_id),
         target_id=target_id,
         embed=float(embed @ direction),
         attn=attn_out.astype("float64") @ direction,

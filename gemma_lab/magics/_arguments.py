@@ -19,9 +19,11 @@ from gemma_lab.models.loading import DTYPES
 
 # The one list of output formats: the parser's choices, the record's check and the config trait.
 FORMATS = ("text", "markdown", "code")
-WIDGET_COMMANDS = ("playground", "attention", "finetune-panel")
+WIDGET_COMMANDS = ("playground", "attention", "finetune-panel", "interventions")
 ADAPTER_ACTIONS = ("save", "load", "unload", "list")
-LINE_COMMANDS = ("load", "info", "help", "chat", "finetune", "adapters", *WIDGET_COMMANDS)
+LINE_COMMANDS = ("load", "info", "help", "hooks", "chat", "finetune", "adapters",
+                 *WIDGET_COMMANDS)
+PATCH_OVER = ("resid_pre", "attn_out", "mlp_out", "heads")
 
 
 class HelpShown(Exception):
@@ -115,12 +117,39 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _heads(text: str) -> list[tuple[int, int]]:
+    """`L.H[,L.H...]` → [(L, H), ...]."""
+    pairs = []
+    for item in text.split(","):
+        layer, dot, head = item.strip().partition(".")
+        if not dot or not layer.isdigit() or not head.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{item.strip()!r} is not LAYER.HEAD (e.g. --ablate 3.1,5.0)")
+        pairs.append((int(layer), int(head)))
+    return pairs
+
+
+def _steer(text: str) -> tuple[str, int, float]:
+    """`VAR@LAYER[:SCALE]` → (VAR, LAYER, SCALE)."""
+    name, at, rest = text.partition("@")
+    layer, colon, scale = rest.partition(":")
+    try:
+        if not at or not is_variable_name(name) or not layer.isdigit():
+            raise ValueError
+        value = float(scale) if colon else 1.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not VAR@LAYER[:SCALE] (e.g. --steer calm@6:4)") from None
+    return name, int(layer), value
+
+
 def _stop_string(text: str) -> str:
     # Shell quoting keeps backslashes, so `--stop "\n"` arrives as two characters.
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
-for _fn, _name in [(_positive_int, "positive integer"), (_max_new_tokens, "integer"),
+for _fn, _name in [(_heads, "LAYER.HEAD list"), (_steer, "VAR@LAYER[:SCALE]"),
+                   (_positive_int, "positive integer"), (_max_new_tokens, "integer"),
                    (_non_negative_int, "integer"), (_temperature, "number"),
                    (_probability, "probability"), (_positive_float, "number")]:
     _fn.__name__ = _name  # argparse names the type in "invalid <name> value" messages
@@ -149,6 +178,8 @@ class CellArgs:
         output: store the result object in this user variable.
         format: "text" (the rich result), "markdown" (rendered) or "code" (into a new cell).
         layer, head: restrict --attention / --lens to one layer / head.
+        ablate: (layer, head) pairs zero-ablated for the whole cell.
+        steer: (variable, layer, scale) steering vectors added to resid_post for the cell.
 
     Example:
         >>> CellArgs(max_new_tokens=8).format
@@ -174,6 +205,8 @@ class CellArgs:
     format: str = "text"
     layer: int | None = None
     head: int | None = None
+    ablate: tuple[tuple[int, int], ...] = ()
+    steer: tuple[tuple[str, int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -239,6 +272,12 @@ def cell_parser(defaults: CellArgs) -> _Parser:
                           help="with --attention/--lens: only this layer; none shows all")
     analysis.add_argument("--head", type=_non_negative_int, metavar="H",
                           help="with --attention: only this head; none shows all")
+    change = parser.add_argument_group("interventions (for the whole cell)")
+    change.add_argument("--ablate", type=_heads, action="append", metavar="L.H[,L.H...]",
+                        help="zero-ablate these attention heads (repeatable)")
+    change.add_argument("--steer", type=_steer, action="append", metavar="VAR@LAYER[:SCALE]",
+                        help="add the vector in variable VAR, times SCALE (1), to the "
+                             "residual stream after block LAYER (repeatable)")
     mode = parser.add_argument_group("mode and output")
     mode.add_argument("--score", action="store_true",
                       help="score the cell text (teacher-forced) instead of generating")
@@ -253,7 +292,8 @@ def cell_parser(defaults: CellArgs) -> _Parser:
     mode.add_argument("--format", choices=FORMATS,
                       help="text: rich result; markdown: rendered; code: into a new cell")
     values = {f.name: getattr(defaults, f.name) for f in fields(CellArgs)}
-    parser.set_defaults(**{**values, "stop": list(defaults.stop)})  # append needs a list
+    parser.set_defaults(**{**values, "stop": list(defaults.stop), "ablate": [],
+                           "steer": list(defaults.steer)})  # append needs a list
     return parser
 
 
@@ -267,7 +307,54 @@ def parse_cell(line: str, defaults: CellArgs) -> CellArgs:
     namespace = cell_parser(defaults).parse_args(_split(line, "%%gemma"))
     values = vars(namespace)
     values["stop"] = tuple(values["stop"] or ())
+    values["ablate"] = tuple(pair for group in values["ablate"] or () for pair in group)
+    values["steer"] = tuple(values["steer"] or ())
     return CellArgs(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatchArgs:
+    """`%%gemma patch --target STR [--over O] [-o VAR]`: the cell's two lines are the clean
+    and the corrupted prompt."""
+
+    target: str
+    over: str = "resid_pre"
+    output: str | None = None
+    interpolate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.output is not None and not is_variable_name(self.output):
+            raise InputError(f"-o {self.output!r} is not a valid Python variable name.")
+
+
+def patch_parser() -> _Parser:
+    parser = _parser(
+        "%%gemma patch",
+        "Activation patching: the cell's first line is the clean prompt, its second the "
+        "corrupted one (same token count). Shows log p(TARGET) after the corrupted prompt "
+        "with each activation taken from the clean run.")
+    parser.add_argument("--target", required=True, metavar="STR",
+                        help="the answer the clean prompt leads to, e.g. ' Paris'")
+    parser.add_argument("--over", choices=PATCH_OVER, default="resid_pre",
+                        help="what to patch: residual stream, attention / MLP outputs, or "
+                             "single heads")
+    parser.add_argument("-o", "--output", metavar="VAR", help="store the PatchingResult")
+    parser.add_argument("--no-interpolate", dest="interpolate", action="store_false",
+                        help="take the cell text literally")
+    return parser
+
+
+def parse_patch(line: str) -> PatchArgs:
+    """Parse the arguments after `%%gemma patch`.
+
+    Example:
+        >>> parse_patch("--target ' Paris' --over heads")
+        PatchArgs(target=' Paris', over='heads', output=None, interpolate=True)
+    """
+    words = _split(line, "%%gemma patch")
+    if words[:1] == ["patch"]:
+        words = words[1:]
+    return PatchArgs(**vars(patch_parser().parse_args(words)))
 
 
 # --- %gemma ---------------------------------------------------------------------------------
@@ -362,7 +449,10 @@ def line_parser() -> _Parser:
     adapters.add_argument("action", choices=ADAPTER_ACTIONS)
     adapters.add_argument("name", nargs="?", metavar="NAME", help="adapter name")
 
-    widget_names = ("the generation playground", "the attention explorer", "the fine-tune panel")
+    add("hooks", help="list the loaded model's hook points (for lab.hooks, run_with_cache)",
+        description="List the hook points.")
+    widget_names = ("the generation playground", "the attention explorer", "the fine-tune panel",
+                    "the interventions panel (heads off, steering)")
     for widget, what in zip(WIDGET_COMMANDS, widget_names, strict=True):
         add(widget, help=f"open {what}", description=f"Open {what}.")
     return parser
@@ -406,6 +496,7 @@ def full_help(defaults: CellArgs) -> str:
     for name in ("load", "finetune", "adapters"):
         sections.append(subparsers.choices[name].format_help())
     sections.append(cell_parser(defaults).format_help())
+    sections.append(patch_parser().format_help())
     return "\n".join(sections)
 
 
@@ -425,10 +516,12 @@ __all__ = [
     "HelpShown",
     "LineArgs",
     "LoadArgs",
+    "PatchArgs",
     "SimpleArgs",
     "cell_parser",
     "full_help",
     "line_parser",
     "parse_cell",
     "parse_line",
+    "parse_patch",
 ]

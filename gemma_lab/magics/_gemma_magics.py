@@ -25,10 +25,12 @@ from gemma_lab.magics._arguments import (
     FinetuneArgs,
     HelpShown,
     LoadArgs,
+    PatchArgs,
     SimpleArgs,
     full_help,
     parse_cell,
     parse_line,
+    parse_patch,
 )
 from gemma_lab.magics._interpolation import as_text, interpolate
 from gemma_lab.magics._state import current, use
@@ -41,6 +43,23 @@ _WIDGETS = {
     "playground": "playground",
     "attention": "attention_explorer",
     "finetune-panel": "finetune_panel",
+    "interventions": "interventions_panel",
+}
+# What each hook point holds, for `%gemma hooks`.
+_POINTS = {
+    "embed": "token embeddings (before the √hidden scale)",
+    "resid_pre": "residual stream entering the block",
+    "attn.q": "queries [head, head_dim]",
+    "attn.k": "keys [kv_head, head_dim]",
+    "attn.v": "values [kv_head, head_dim]",
+    "attn.pattern": "attention probabilities [head, query, key]",
+    "attn.z": "per-head attention output [head, head_dim] (iv.ablate_heads)",
+    "attn_out": "what attention adds to the residual",
+    "mlp.post": "MLP neurons (iv.ablate_neurons)",
+    "mlp_out": "what the MLP adds to the residual",
+    "resid_post": "residual stream leaving the block (iv.add steers here)",
+    "final_norm": "the final norm's output",
+    "logits": "logits over the vocabulary",
 }
 
 
@@ -110,6 +129,8 @@ class GemmaMagics(Magics):
             print(full_help(self.cell_defaults()))
         elif args.command == "info":
             self._show_record(current().info())
+        elif args.command == "hooks":
+            print(_hook_listing(current().hook_points()))
         elif args.command == "chat":
             current().reset_chat()
             print("Chat history cleared.")
@@ -161,6 +182,9 @@ class GemmaMagics(Magics):
 
     # --- %%gemma -------------------------------------------------------------------------
     def _run_cell(self, line: str, cell: str) -> None:
+        if line.split(maxsplit=1)[:1] == ["patch"]:
+            self._patch(parse_patch(line), cell)
+            return
         args = parse_cell(line, self.cell_defaults())
         lab = current()
         text = cell.strip("\r\n")
@@ -168,6 +192,41 @@ class GemmaMagics(Magics):
             raise InputError("The %%gemma cell is empty: write the prompt below the %%gemma line.")
         if args.interpolate:
             text = interpolate(text, self.shell.user_ns)
+        hooks = self._interventions(args)
+        if hooks is None:
+            self._run_prompt(lab, args, text)
+            return
+        with lab.hooks(hooks):
+            self._run_prompt(lab, args, text)
+
+    def _interventions(self, args: CellArgs) -> Any:
+        """The hook set --ablate / --steer ask for (None: none)."""
+        from gemma_lab import interventions as iv
+
+        chosen = iv.ablate_heads(args.ablate) if args.ablate else None
+        for name, layer, scale in args.steer:
+            if name not in self.shell.user_ns:
+                raise InputError(f"--steer {name}@{layer}: there is no variable {name!r} in the "
+                                 "notebook. Make one, e.g. "
+                                 f"{name} = lab.steering_vector(positive, negative, {layer}).")
+            steer = iv.add(self.shell.user_ns[name], layer=layer, scale=scale)
+            chosen = steer if chosen is None else chosen | steer
+        return chosen
+
+    def _patch(self, args: PatchArgs, cell: str) -> None:
+        lines = [line for line in cell.splitlines() if line.strip()]
+        if len(lines) != 2:
+            raise InputError(f"%%gemma patch needs two lines, the clean prompt then the "
+                             f"corrupted one; the cell has {len(lines)} non-empty lines.")
+        if args.interpolate:
+            lines = [interpolate(line, self.shell.user_ns) for line in lines]
+        result = current().patch(lines[0], lines[1], target=args.target, over=args.over)
+        if args.output:
+            self.shell.user_ns[args.output] = result
+        self._show_result(result)
+        self._show_figure(result, "logprob")
+
+    def _run_prompt(self, lab: GemmaLab, args: CellArgs, text: str) -> None:
 
         live = ipython_display.LiveOutput(self.stream_update_interval) if (
             args.stream and not args.score and not args.chat) else None
@@ -267,6 +326,21 @@ class GemmaMagics(Magics):
         figure = getattr(result, "figure", None)
         if figure is not None:
             ipython_display.show(figure(kind, **options))
+
+
+def _hook_listing(names: list[str]) -> str:
+    """Hook points grouped: the per-block ones once with the layer range, each explained."""
+    layers = sorted({int(n.split(".")[1]) for n in names if n.startswith("blocks.")})
+    per_block = [n.split(".", 2)[2] for n in names if n.startswith(f"blocks.{layers[0]}.")
+                 ] if layers else []
+    span = f"{layers[0]}..{layers[-1]}" if layers else ""
+    rows = [f"  {'embed':<32} {_POINTS['embed']}"]
+    rows += [f"  {'blocks.{' + span + '}.' + point:<32} {_POINTS.get(point, '')}"
+             for point in per_block]
+    rows += [f"  {name:<32} {_POINTS[name]}" for name in ("final_norm", "logits")]
+    return (f"{len(names)} hook points ({len(layers)} blocks); values are [batch, position, "
+            "...]:\n" + "\n".join(rows) + "\nUse them with lab.hooks({name: fn}), "
+            "lab.run_with_cache(text, names=[...]) or gemma_lab.interventions.")
 
 
 __all__ = ["GemmaMagics", "NotAvailableError"]

@@ -1,6 +1,6 @@
 """Interactive notebook widgets (ipywidgets 8): the generation Playground, the Attention
-explorer and the Fine-tune panel. Each is thin: it calls the session's public API on a
-background thread and shows the pure figure builders' output.
+explorer, the Fine-tune panel and the Interventions panel. Each is thin: it calls the
+session's public API on a background thread and shows the pure figure builders' output.
 
 Example:
     >>> from gemma_lab.testing import tiny_session
@@ -12,6 +12,7 @@ Example:
 from gemma_lab.widgets._attention_explorer import AttentionExplorer, attention_explorer
 from gemma_lab.widgets._branches import Branch
 from gemma_lab.widgets._finetune_panel import FinetunePanel, finetune_panel
+from gemma_lab.widgets._interventions import InterventionsPanel, interventions_panel
 from gemma_lab.widgets._playground import Playground, playground
 from gemma_lab.widgets._token_strip import TokenStrip
 
@@ -19,9 +20,11 @@ __all__ = [
     "AttentionExplorer",
     "Branch",
     "FinetunePanel",
+    "InterventionsPanel",
     "Playground",
     "TokenStrip",
     "attention_explorer",
     "finetune_panel",
+    "interventions_panel",
     "playground",
 ]

@@ -13,6 +13,7 @@ from gemma_lab.token_stats import TokenStats
 
 _ESM = r"""
 function colour(token) {
+  if (token.colour) { return token.colour; }
   if (token.prob === null || token.prob === undefined) { return "#e8e8e8"; }
   const p = Math.max(0, Math.min(1, token.prob));
   return `hsl(${Math.round(120 * p)}, 75%, 82%)`;
@@ -75,10 +76,15 @@ class TokenStrip(anywidget.AnyWidget):
     selected = traitlets.Int(-1).tag(sync=True)
 
 
-def token_entry(text: str, prob: float | None, role: str, title: str = "") -> dict[str, Any]:
-    """One token of a `TokenStrip`: its text, probability (None: uncoloured), role and tooltip."""
-    return {"text": text, "prob": None if prob is None else float(prob), "role": role,
-            "title": title}
+def token_entry(text: str, prob: float | None, role: str, title: str = "",
+                colour: str | None = None) -> dict[str, Any]:
+    """One token of a `TokenStrip`: its text, probability (None: uncoloured), role, tooltip,
+    and an explicit CSS colour that overrides the probability colour."""
+    entry = {"text": text, "prob": None if prob is None else float(prob), "role": role,
+             "title": title}
+    if colour is not None:
+        entry["colour"] = colour
+    return entry
 
 
 def step_entry(step: TokenStats, role: str = "generated") -> dict[str, Any]:

@@ -43,3 +43,33 @@ export function sequentialColor(t: number): string {
 export function needsLightText(t: number): boolean {
   return clamp01(t) > 0.6;
 }
+
+const BLUE = '31, 119, 180';
+const RED = '214, 39, 40';
+
+/**
+ * Diverging for gains and losses: blue (positive) ↔ transparent (zero) ↔ red (negative), for
+ * `score` in [-1, 1]. The opposite sense of `divergingColor`: used where positive means "more
+ * likely / raises the logit" (comparison strip, logit attribution).
+ */
+export function gainColor(score: number): string {
+  const value = Number.isFinite(score) ? score : 0;
+  const magnitude = clamp01(Math.abs(value));
+  // A small floor keeps the sign visible for tiny non-zero values; exactly zero is clear.
+  const alpha = magnitude === 0 ? 0 : 0.08 + 0.67 * magnitude;
+  return `rgba(${value >= 0 ? BLUE : RED}, ${alpha.toFixed(3)})`;
+}
+
+/** Opaque blue or red for a bar of positive / negative value. */
+export function gainBarColor(value: number): string {
+  return `rgb(${value >= 0 ? BLUE : RED})`;
+}
+
+/** A CSS linear-gradient (left → right) sampling `color` at `steps` points of [from, to]. */
+export function gradient(color: (t: number) => string, from = 0, to = 1, steps = 9): string {
+  const stops = Array.from({ length: steps }, (_, i) => {
+    const t = from + ((to - from) * i) / (steps - 1);
+    return `${color(t)} ${((100 * i) / (steps - 1)).toFixed(1)}%`;
+  });
+  return `linear-gradient(to right, ${stops.join(', ')})`;
+}

@@ -65,3 +65,48 @@ export function indexSelect(className: string, labels: string[], ariaLabel: stri
   });
   return select;
 }
+
+/** A number with an explicit sign ("+0.132", "-0.350"), '–' when missing. */
+export function formatSigned(value: number | null | undefined, digits = 3): string {
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    return '–';
+  }
+  return `${value >= 0 ? '+' : ''}${value.toFixed(digits)}`;
+}
+
+/** A number with `digits` significant digits (exponent form when very small or large). */
+export function formatSignificant(value: number | null | undefined, digits = 4): string {
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    return '–';
+  }
+  const magnitude = Math.abs(value);
+  if (magnitude !== 0 && (magnitude < 1e-3 || magnitude >= 1e6)) {
+    return value.toExponential(digits - 1);
+  }
+  return String(Number(value.toPrecision(digits)));
+}
+
+/**
+ * A token as a short one-line label: newlines as "↵", tabs as "⇥", and a token made only of
+ * spaces as "␣" marks so it stays visible. Use `quoteToken` where the exact text matters.
+ */
+export function tokenLabel(text: string): string {
+  const shown = text.replace(/\n/g, '↵').replace(/\t/g, '⇥');
+  return shown.length > 0 && shown.trim() === '' ? shown.replace(/ /g, '␣') : shown;
+}
+
+/** `value` when it is a finite number, else null. */
+export function finiteOrNull(value: unknown): number | null {
+  return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
+
+/** The finite numbers among `values`. */
+export function finite(values: Iterable<number | null | undefined>): number[] {
+  const out: number[] = [];
+  for (const value of values) {
+    if (typeof value === 'number' && Number.isFinite(value)) {
+      out.push(value);
+    }
+  }
+  return out;
+}

@@ -3,7 +3,8 @@
  *
  * The payload (see payload.ts) carries tokens with probabilities and top-k alternatives,
  * and optionally attention, logit-lens, attribution and loss arrays; each present part
- * gets its own view, followed by a metadata footer.
+ * gets its own view, followed by a metadata footer. The v2 kinds "patching", "comparison",
+ * "logit_attribution" and "cache" show their own view in place of the token view.
  */
 
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
@@ -12,10 +13,14 @@ import { Widget } from '@lumino/widgets';
 import { AttentionView } from './attention';
 import { h } from './dom';
 import { renderAttribution } from './attribution';
+import { renderCache } from './cache';
+import { renderComparison } from './comparison';
 import { renderLens } from './lens';
+import { renderLogitAttribution } from './logitAttribution';
 import { renderLoss } from './loss';
 import { renderMetadata } from './metadata';
 import { asPayload, IPayload } from './payload';
+import { renderPatching } from './patching';
 import { TokenView } from './tokens';
 
 /** The MIME type gemma_lab results render as; mirrors gemma_lab.schema.MIME_TYPE. */
@@ -72,7 +77,10 @@ export class GemmaLabRenderer extends Widget implements IRenderMime.IRenderer {
         h('div', NOTICE_CLASS, 'Output truncated: arrays were capped to keep the notebook small.')
       );
     }
-    if (payload.tokens.length > 0) {
+    const kindView = this._kindView(payload);
+    if (kindView) {
+      this.node.appendChild(kindView);
+    } else if (payload.tokens.length > 0) {
       this._tokenView = new TokenView(payload.tokens);
       this.node.appendChild(this._tokenView.node);
     } else if (payload.text) {
@@ -97,6 +105,28 @@ export class GemmaLabRenderer extends Widget implements IRenderMime.IRenderer {
     this.node.appendChild(renderMetadata(payload.metadata));
   }
 
+  /**
+   * The view of a v2 kind ("patching", "comparison", "logit_attribution", "cache"), or null
+   * for the other kinds and for a payload that lacks its kind's field (then the token view
+   * shows its tokens as for any other result).
+   */
+  private _kindView(payload: IPayload): HTMLElement | null {
+    switch (payload.kind) {
+      case 'patching':
+        return payload.patching ? renderPatching(payload.patching) : null;
+      case 'comparison':
+        return payload.comparison ? renderComparison(payload.comparison, payload.tokens) : null;
+      case 'logit_attribution':
+        return payload.logit_attribution
+          ? renderLogitAttribution(payload.logit_attribution, payload.tokens)
+          : null;
+      case 'cache':
+        return payload.cache ? renderCache(payload.cache, payload.tokens, payload.text) : null;
+      default:
+        return null;
+    }
+  }
+
   private _mimeType: string;
   private _tokenView: TokenView | null = null;
   private _attentionView: AttentionView | null = null;
@@ -116,7 +146,9 @@ export const rendererFactory: IRenderMime.IRendererFactory = {
 
 const extension: IRenderMime.IExtension = {
   id: 'gemma-lab:renderer',
-  description: 'Renders gemma_lab results: token probabilities, attention, logit lens, attribution.',
+  description:
+    'Renders gemma_lab results: token probabilities, attention, logit lens, attribution, ' +
+    'activation patching, logit attribution, run comparisons and activation caches.',
   rendererFactory,
   rank: 0,
   dataType: 'json'

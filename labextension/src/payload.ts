@@ -1,13 +1,27 @@
 /**
- * The gemma_lab result payload, v1.
+ * The gemma_lab result payload, v2 (v1 payloads, e.g. in saved notebooks, still render).
  *
  * Mirrors `JSON_SCHEMA` in gemma_lab/schema.py field for field; change both together.
  * Position i of `attention`, `lens` and `attribution` arrays is `tokens[i]`.
+ * v2 adds the kinds "cache", "patching", "logit_attribution" and "comparison" and their
+ * fields; every v1 payload is a valid v2 payload apart from its version number.
  */
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
-export type ResultKind = 'generation' | 'score' | 'trace' | 'attribution' | 'finetune';
+/** Every payload version this labextension renders. */
+export const SUPPORTED_VERSIONS: readonly number[] = [1, SCHEMA_VERSION];
+
+export type ResultKind =
+  | 'generation'
+  | 'score'
+  | 'trace'
+  | 'attribution'
+  | 'finetune'
+  | 'cache'
+  | 'patching'
+  | 'logit_attribution'
+  | 'comparison';
 
 export type TokenRole = 'prompt' | 'generated' | 'scored';
 
@@ -16,6 +30,8 @@ export type Alternative = [string, number];
 
 export interface IToken {
   text: string;
+  /** The vocabulary entry ("▁" shown as a space); `text` is what it added to the decoded text. */
+  piece?: string;
   id: number;
   role: TokenRole;
   /** Probability the model gave this token at its position; null where unscored (first token). */
@@ -50,6 +66,69 @@ export interface IAttribution {
   scores: number[];
 }
 
+/** kind "cache": one recorded hook point. */
+export interface ICachePoint {
+  name: string;
+  shape: number[];
+  mean_abs?: number | null;
+  max_abs?: number | null;
+  /** RMS over the last axes at each position (absent for attn.pattern). */
+  rms_by_position?: (number | null)[];
+}
+
+export interface ICache {
+  points: ICachePoint[];
+  truncated?: boolean;
+}
+
+export type PatchingOver = 'resid_pre' | 'attn_out' | 'mlp_out' | 'heads';
+
+/** kind "patching": `scores[row][column]` = log p(target) with that activation patched. */
+export interface IPatching {
+  over: PatchingOver;
+  target: string;
+  clean_prompt?: string;
+  corrupted_prompt?: string;
+  /** "L0", "L1", ... */
+  rows: string[];
+  /** Token texts (one per position) or "H0", "H1", ... when `over` is "heads". */
+  columns: string[];
+  scores: (number | null)[][];
+  /** Unpatched baselines: log p(target) after the clean / corrupted prompt. */
+  clean: number | null;
+  corrupted: number | null;
+}
+
+/** kind "logit_attribution": direct contributions to the target's logit. */
+export interface ILogitAttribution {
+  target: string;
+  position?: number;
+  /** "embed", "L0 attn", "L0 mlp", ... */
+  labels: string[];
+  values: (number | null)[];
+  /** `[layer][head]` */
+  heads: (number | null)[][];
+  logit: number | null;
+  direct_sum?: number | null;
+}
+
+/**
+ * kind "comparison": the payload's `tokens` are run b's (logprob = log p_b);
+ * `diff[i]` = log p_b − log p_a of token i, for the tokens both runs share (up to `diverged_at`).
+ */
+export interface IComparison {
+  /** `[label of run a, label of run b]` */
+  labels: string[];
+  tokens_a?: string[];
+  logprobs_a: (number | null)[];
+  logprobs_b: (number | null)[];
+  diff: (number | null)[];
+  /** First token index where the runs' tokens differ; null when they are the same. */
+  diverged_at?: number | null;
+  adapter_a?: string | null;
+  adapter_b?: string | null;
+}
+
 export interface ILoss {
   train?: number[];
   validation?: number[];
@@ -67,15 +146,21 @@ export interface IMetadata {
 }
 
 export interface IPayload {
-  version: typeof SCHEMA_VERSION;
+  version: 1 | typeof SCHEMA_VERSION;
   kind: ResultKind;
   text: string;
   prompt?: string;
   tokens: IToken[];
   truncated?: boolean;
+  /** Record-level numbers worth a glance: finish_reason, perplexity, total_logprob, ... */
+  summary?: Record<string, number | string | boolean | null>;
   attention?: IAttention;
   lens?: ILens;
   attribution?: IAttribution;
+  cache?: ICache;
+  patching?: IPatching;
+  logit_attribution?: ILogitAttribution;
+  comparison?: IComparison;
   loss?: ILoss;
   metadata: IMetadata;
 }
@@ -90,10 +175,11 @@ export function asPayload(data: unknown): IPayload {
     throw new Error('gemma_lab: the output is not a JSON object.');
   }
   const record = data as Record<string, unknown>;
-  if (record.version !== SCHEMA_VERSION) {
+  if (typeof record.version !== 'number' || !SUPPORTED_VERSIONS.includes(record.version)) {
     throw new Error(
       `gemma_lab: payload version ${String(record.version)} is not supported by this ` +
-        `labextension (expects ${SCHEMA_VERSION}); install matching gemma_lab and labextension versions.`
+        `labextension (expects ${SUPPORTED_VERSIONS.join(' or ')}); install matching gemma_lab ` +
+        'and labextension versions.'
     );
   }
   if (!Array.isArray(record.tokens)) {

@@ -273,3 +273,15 @@ def screenshot(page: Page, name: str) -> Path:
     page.screenshot(path=str(path), full_page=True)
     print(f"SCREENSHOT: {path}")
     return path
+
+
+def element_screenshot(locator: Locator, name: str) -> Path:
+    """Saves a screenshot of one element (e.g. a rendered output) to
+    artifacts/screenshots/<name>.png and prints its path."""
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    safe_name = re.sub(r"[^\w.-]+", "_", name)
+    path = SCREENSHOT_DIR / f"{safe_name}.png"
+    locator.scroll_into_view_if_needed()
+    locator.screenshot(path=str(path))
+    print(f"SCREENSHOT: {path}")
+    return path

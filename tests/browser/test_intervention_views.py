@@ -1,0 +1,412 @@
+"""The payload-v2 views in a real JupyterLab: activation patching, run comparison, direct logit
+attribution and the activation-cache summary.
+
+Payloads come from real calls on the tiny keras-hub Gemma (`gemma_lab.testing.tiny_session`),
+saved as the full MIME bundle their `_repr_mimebundle_` returns (so JupyterLab must pick this
+renderer over the text/html fallback), and opened in headless Chromium. One test also runs the
+calls in a live kernel. Screenshots of each view go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import jupyterlab_helpers as lab
+import nbformat
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+MIME = "application/vnd.gemma-lab.v1+json"
+RENDERED = ".jp-OutputArea-output.jp-GemmaLab"
+KERNEL_TIMEOUT_MS = 300_000
+HOSTILE = "<img src=x onerror=alert(1)>"
+HOSTILE_2 = '<script>window.__pwned=2</script>"><svg onload="window.__pwned=3">'
+
+
+@pytest.fixture(scope="module")
+def results():
+    """Real results on the tiny model, one per view (and two of patching and comparison)."""
+    from gemma_lab import interventions as iv
+    from gemma_lab.testing import tiny_session
+
+    session = tiny_session()
+    return {
+        "patching": session.patch("hello world", "hello wurld", target=" ok", progress=False),
+        "heads": session.patch("hello world", "hello wurld", target=" ok", over="heads",
+                               progress=False),
+        "logit_attribution": session.logit_attribution("hello <b>"),
+        "cache": session.run_with_cache(
+            "hi <b>", names=["embed", "blocks.0.attn.z", "blocks.0.attn.pattern",
+                             "blocks.1.resid_post"]),
+        "comparison": session.compare("hello world", hooks=iv.ablate_heads([(0, 1)])),
+        "diverged": session.compare("hello world", "hello there"),
+        "generation": session.generate("hello", max_new_tokens=4),
+        "hostile_comparison": session.compare("a <b>c</b>", hooks=iv.ablate_heads([(0, 1)]),
+                                              labels=(HOSTILE, HOSTILE_2)),
+        "hostile_patching": session.patch(HOSTILE, HOSTILE.replace("x", "y"), target="<b>",
+                                          progress=False),
+    }
+
+
+def bundle(result) -> dict:
+    """The MIME bundle the kernel would send for `result` (our JSON, text/html, text/plain)."""
+    data = result._repr_mimebundle_()
+    assert set(data) == {MIME, "text/html", "text/plain"}
+    return data
+
+
+def open_outputs(server, page, name: str, bundles: list[dict]) -> None:
+    """Writes a notebook with one saved display_data output per bundle and opens it."""
+    cells = [nbformat.v4.new_code_cell(f"# output {i}", outputs=[
+        nbformat.v4.new_output("display_data", data=data)]) for i, data in enumerate(bundles)]
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(notebook, server.root_dir / name)
+    lab.open_notebook(page, server, name)
+
+
+def view(page, index: int):
+    return lab.cell(page, index).locator(RENDERED)
+
+
+def token_label(text: str) -> str:
+    """Mirrors dom.ts tokenLabel: one-line labels with whitespace-only tokens made visible."""
+    label = text.replace("\n", "↵").replace("\t", "⇥")
+    return label.replace(" ", "␣") if label and not label.strip() else label
+
+
+def rgba(css: str) -> tuple[float, float, float, float]:
+    numbers = [float(x) for x in re.findall(r"[\d.]+", css)]
+    return (*numbers[:3], numbers[3] if len(numbers) > 3 else 1.0)
+
+
+def backgrounds(locator) -> list[tuple[float, float, float, float]]:
+    colours = locator.evaluate_all("ns => ns.map(n => getComputedStyle(n).backgroundColor)")
+    return [rgba(c) for c in colours]
+
+
+def check_patching(page, index: int, payload: dict) -> None:
+    patching = payload["patching"]
+    rows, columns, scores = patching["rows"], patching["columns"], patching["scores"]
+    section = view(page, index).locator(".jp-GemmaLab-patching")
+    expect(section).to_have_attribute("data-over", patching["over"])
+    assert view(page, index).locator(".jp-GemmaLab-token").count() == 0
+
+    grid = section.locator('.jp-GemmaLab-grid[data-grid="patching"]')
+    cells = grid.locator(".jp-GemmaLab-gridCell")
+    expect(cells).to_have_count(len(rows) * len(columns))
+    expect(grid).to_have_attribute("data-rows", str(len(rows)))
+    expect(grid).to_have_attribute("data-cols", str(len(columns)))
+    shown = [float(v) for v in cells.evaluate_all("ns => ns.map(n => n.dataset.value)")]
+    assert shown == pytest.approx([v for row in scores for v in row], rel=1e-9)
+    assert grid.locator(".jp-GemmaLab-gridRowLabel").all_text_contents() == rows
+    assert grid.locator(".jp-GemmaLab-gridColumnLabel").all_text_contents() == [
+        token_label(c) for c in columns]
+
+    # Sequential scale: the highest score is the darkest cell, the lowest the lightest.
+    flat = [v for row in scores for v in row]
+    lightness = [sum(c[:3]) for c in backgrounds(cells)]
+    assert lightness[flat.index(max(flat))] == min(lightness)
+    assert lightness[flat.index(min(flat))] == max(lightness)
+
+    # The baselines are stated above the heatmap and marked on the legend.
+    for key in ("clean", "corrupted"):
+        line = section.locator(f'.jp-GemmaLab-baseline[data-baseline="{key}"]')
+        expect(line).to_contain_text(f"{patching[key]:.4f}")
+        expect(line).to_contain_text(patching[f"{key}_prompt"])
+        expect(section.locator(f'.jp-GemmaLab-scaleMarker[data-label="{key}"]')).to_have_count(1)
+
+    # Hovering a cell (the highest score's) shows its layer, column label and value.
+    best = flat.index(max(flat))
+    row, column = divmod(best, len(columns))
+    cell = grid.locator(f'.jp-GemmaLab-gridCell[data-row="{row}"][data-col="{column}"]')
+    cell.hover()
+    readout = section.locator(".jp-GemmaLab-gridReadout")
+    expect(readout).to_contain_text(f"{rows[row]} · ")
+    expect(readout).to_contain_text(f"= {scores[row][column]:.4f}")
+    if patching["over"] == "heads":
+        expect(readout).to_contain_text(columns[column])
+    else:
+        expect(readout).to_contain_text(f'position {column} "{columns[column]}"')
+    expect(cell).to_have_class(re.compile(r"\bjp-mod-hover\b"))
+    expect(grid.locator(f'.jp-GemmaLab-gridRowLabel[data-row="{row}"]')).to_have_class(
+        re.compile(r"\bjp-mod-hover\b"))
+
+
+def test_patching_heatmaps_have_a_cell_per_score_and_hover_shows_it(
+        jupyter_server, browser_page, results):
+    page = browser_page
+    payloads = [results["patching"].to_dict(), results["heads"].to_dict()]
+    assert payloads[0]["version"] == 2 and payloads[1]["patching"]["over"] == "heads"
+    open_outputs(jupyter_server, page, "patching.ipynb",
+                 [bundle(results["patching"]), bundle(results["heads"])])
+    for index, (payload, name) in enumerate(zip(payloads, ("patching_positions", "patching_heads"),
+                                                strict=True)):
+        expect(view(page, index)).to_have_attribute("data-kind", "patching")
+        check_patching(page, index, payload)
+        lab.element_screenshot(view(page, index), name)  # taken while a cell is hovered
+
+
+def test_comparison_strip_colours_tokens_by_diff(jupyter_server, browser_page, results):
+    page = browser_page
+    payload = results["comparison"].to_dict()
+    diverged = results["diverged"].to_dict()
+    comparison = payload["comparison"]
+    diffs = comparison["diff"]
+    label_a, label_b = comparison["labels"]
+    assert comparison["diverged_at"] is None and any(d > 0 for d in diffs) and any(
+        d < 0 for d in diffs)
+    open_outputs(jupyter_server, page, "comparison.ipynb",
+                 [bundle(results["comparison"]), bundle(results["diverged"])])
+
+    strip = view(page, 0).locator(".jp-GemmaLab-comparison")
+    expect(view(page, 0)).to_have_attribute("data-kind", "comparison")
+    tokens = strip.locator(".jp-GemmaLab-compareToken")
+    expect(tokens).to_have_count(len(payload["tokens"]))
+    assert tokens.all_text_contents() == [t["text"] for t in payload["tokens"]]
+    shown = [float(v) for v in tokens.evaluate_all("ns => ns.map(n => n.dataset.diff)")]
+    assert shown == pytest.approx(diffs, rel=1e-9)
+
+    # Blue where run b finds the token likelier, red where run a does; alpha by |diff| / max.
+    colours = backgrounds(tokens)
+    for diff, (r, _, b, alpha) in zip(diffs, colours, strict=True):
+        if diff > 0:
+            assert b > r, (diff, r, b)
+        elif diff < 0:
+            assert r > b, (diff, r, b)
+        assert alpha > 0
+    strongest = max(range(len(diffs)), key=lambda i: abs(diffs[i]))
+    assert colours[strongest][3] == max(c[3] for c in colours)
+
+    legend = strip.locator(".jp-GemmaLab-scaleLegend")
+    expect(legend.locator('[data-end="low"]')).to_contain_text(f"{label_a} likelier")
+    expect(legend.locator('[data-end="high"]')).to_contain_text(f"{label_b} likelier")
+    expect(strip.locator(".jp-GemmaLab-divergence")).to_contain_text("same tokens")
+
+    # Hover shows log p under a and b and the difference.
+    positive = max(range(len(diffs)), key=lambda i: diffs[i])
+    tokens.nth(positive).hover()
+    readout = strip.locator(".jp-GemmaLab-compareReadout")
+    expect(readout).to_contain_text(f'log p a ({label_a}) {comparison["logprobs_a"][positive]:.4f}')
+    expect(readout).to_contain_text(f'b ({label_b}) {comparison["logprobs_b"][positive]:.4f}')
+    expect(readout).to_contain_text(f"diff +{diffs[positive]:.4f}: b ({label_b}) likelier")
+    lab.element_screenshot(view(page, 0), "comparison_hooks")
+
+    # Two texts whose tokens differ: later tokens are greyed and the divergence is stated.
+    at = diverged["comparison"]["diverged_at"]
+    assert at is not None and 0 < at < len(diverged["tokens"])
+    strip = view(page, 1).locator(".jp-GemmaLab-comparison")
+    tokens = strip.locator(".jp-GemmaLab-compareToken")
+    expect(tokens).to_have_count(len(diverged["tokens"]))
+    expect(strip.locator(".jp-GemmaLab-compareToken.jp-mod-diverged")).to_have_count(
+        len(diverged["tokens"]) - at)
+    classes = tokens.evaluate_all("ns => ns.map(n => n.className)")
+    assert all(("jp-mod-diverged" in c) == (i >= at) for i, c in enumerate(classes))
+    grey = backgrounds(strip.locator(".jp-GemmaLab-compareToken.jp-mod-diverged"))
+    assert len(set(grey)) == 1 and max(grey[0][:3]) - min(grey[0][:3]) < 10  # one neutral grey
+    divergence = strip.locator(".jp-GemmaLab-divergence")
+    expect(divergence).to_have_attribute("data-diverged-at", str(at))
+    expect(divergence).to_contain_text(f"differ from token {at}")
+    expect(divergence).to_contain_text(diverged["tokens"][at]["text"])
+    tokens.nth(at).hover()
+    expect(strip.locator(".jp-GemmaLab-compareReadout")).to_contain_text("not compared")
+    lab.element_screenshot(view(page, 1), "comparison_diverged")
+
+
+def test_logit_attribution_bars_and_head_heatmap(jupyter_server, browser_page, results):
+    page = browser_page
+    payload = results["logit_attribution"].to_dict()
+    la = payload["logit_attribution"]
+    open_outputs(jupyter_server, page, "dla.ipynb", [bundle(results["logit_attribution"])])
+    section = view(page, 0).locator(".jp-GemmaLab-logitAttribution")
+    expect(view(page, 0)).to_have_attribute("data-kind", "logit_attribution")
+    expect(section.locator(".jp-GemmaLab-toolbar")).to_contain_text(la["target"])
+    expect(section.locator(".jp-GemmaLab-dlaTotals")).to_contain_text(f"{la['logit']:.4f}")
+
+    rows = section.locator(".jp-GemmaLab-dlaRow")
+    expect(rows).to_have_count(len(la["labels"]))
+    assert section.locator(".jp-GemmaLab-dlaLabel").all_text_contents() == la["labels"]
+    shown = [float(v) for v in rows.evaluate_all("ns => ns.map(n => n.dataset.value)")]
+    assert shown == pytest.approx(la["values"], rel=1e-9)
+    assert any(v < 0 for v in la["values"]) and any(v > 0 for v in la["values"])
+    bars = section.locator(".jp-GemmaLab-dlaBar")
+    widths = bars.evaluate_all("ns => ns.map(n => n.getBoundingClientRect().width)")
+    for value, (r, _, b, _a), width in zip(la["values"], backgrounds(bars), widths, strict=True):
+        assert (b > r) if value > 0 else (r > b), (value, r, b)
+        assert width == pytest.approx(max(widths) * abs(value) / max(map(abs, la["values"])),
+                                      abs=1.0)
+    # Negative bars grow left from the zero line, positive ones right.
+    lefts = bars.evaluate_all("ns => ns.map(n => n.getBoundingClientRect().left)")
+    rights = bars.evaluate_all("ns => ns.map(n => n.getBoundingClientRect().right)")
+    zero = min(left for left, v in zip(lefts, la["values"], strict=True) if v > 0)
+    for value, left, right in zip(la["values"], lefts, rights, strict=True):
+        assert (left == pytest.approx(zero, abs=1)) if value > 0 else (
+            right == pytest.approx(zero, abs=1))
+
+    heads = la["heads"]
+    grid = section.locator('.jp-GemmaLab-grid[data-grid="heads"]')
+    cells = grid.locator(".jp-GemmaLab-gridCell")
+    expect(cells).to_have_count(len(heads) * len(heads[0]))
+    colours = backgrounds(cells)
+    for value, (r, _, b, _a) in zip([v for row in heads for v in row], colours, strict=True):
+        assert (b > r) if value > 0 else (r > b)
+    # Hover the most negative head.
+    layer, head = min(((i, j) for i in range(len(heads)) for j in range(len(heads[0]))),
+                      key=lambda ij: heads[ij[0]][ij[1]])
+    assert heads[layer][head] < 0
+    grid.locator(f'.jp-GemmaLab-gridCell[data-row="{layer}"][data-col="{head}"]').hover()
+    expect(section.locator(".jp-GemmaLab-gridReadout")).to_have_text(
+        f'L{layer} · H{head}: {heads[layer][head]:+.4f} to the logit of "{la["target"]}"')
+    lab.element_screenshot(view(page, 0), "logit_attribution")
+
+
+def test_cache_summary_lists_points_with_rms_strips(jupyter_server, browser_page, results):
+    page = browser_page
+    payload = results["cache"].to_dict()
+    points = payload["cache"]["points"]
+    open_outputs(jupyter_server, page, "cache.ipynb", [bundle(results["cache"])])
+    section = view(page, 0).locator(".jp-GemmaLab-cache")
+    expect(view(page, 0)).to_have_attribute("data-kind", "cache")
+    expect(section.locator(".jp-GemmaLab-cacheTable th")).to_have_text(
+        ["point", "shape", "mean |x|", "max |x|", "RMS by position"])
+    rows = section.locator(".jp-GemmaLab-cacheRow")
+    expect(rows).to_have_count(len(points))
+    for index, point in enumerate(points):
+        row = rows.nth(index)
+        expect(row.locator(".jp-GemmaLab-cacheName")).to_have_text(point["name"])
+        expect(row.locator(".jp-GemmaLab-cacheShape")).to_have_text(
+            " × ".join(str(d) for d in point["shape"]))
+        for stat in ("mean_abs", "max_abs"):
+            value = float(row.locator(f'[data-stat="{stat}"]').get_attribute("data-value"))
+            assert value == pytest.approx(point[stat], rel=1e-9)
+        bars = row.locator(".jp-GemmaLab-sparkBar")
+        rms = point.get("rms_by_position")
+        if rms is None:  # attn.pattern has no per-position RMS
+            expect(bars).to_have_count(0)
+            expect(row).to_contain_text("not recorded")
+            continue
+        expect(bars).to_have_count(len(rms))
+        # Bar heights are proportional to the RMS, the tallest at the row's largest RMS.
+        heights = row.locator(".jp-GemmaLab-sparkFill").evaluate_all(
+            "ns => ns.map(n => n.getBoundingClientRect().height)")
+        assert heights == pytest.approx([max(heights) * v / max(rms) for v in rms], abs=0.5)
+        assert heights.index(max(heights)) == rms.index(max(rms))
+    assert any("rms_by_position" not in p for p in points)
+
+    first = points[0]
+    peak = first["rms_by_position"].index(max(first["rms_by_position"]))
+    rows.nth(0).locator(f'.jp-GemmaLab-sparkBar[data-position="{peak}"]').hover()
+    expect(section.locator(".jp-GemmaLab-cacheReadout")).to_contain_text(
+        f'{first["name"]} · position {peak} "{payload["tokens"][peak]["text"]}": RMS')
+    lab.element_screenshot(view(page, 0), "cache_summary")
+
+
+def test_hostile_text_in_the_new_views_renders_as_text(jupyter_server, browser_page, results):
+    page = browser_page
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    comparison = results["hostile_comparison"].to_dict()
+    assert comparison["comparison"]["labels"] == [HOSTILE, HOSTILE_2]
+    patching = results["hostile_patching"].to_dict()
+    assert patching["patching"]["clean_prompt"] == HOSTILE
+    # Real payloads, with whole hostile strings put where tokens and names go.
+    comparison["tokens"][1]["text"] = HOSTILE
+    patching["patching"]["columns"][1] = HOSTILE
+    dla = copy.deepcopy(results["logit_attribution"].to_dict())
+    dla["logit_attribution"]["labels"][0] = HOSTILE
+    dla["logit_attribution"]["target"] = HOSTILE_2
+    cache = copy.deepcopy(results["cache"].to_dict())
+    cache["cache"]["points"][0]["name"] = HOSTILE
+    cache["text"] = HOSTILE_2
+    open_outputs(jupyter_server, page, "hostile_v2.ipynb",
+                 [{MIME: p, "text/plain": "hostile"} for p in (comparison, patching, dla, cache)])
+
+    expect(view(page, 0).locator('.jp-GemmaLab-compareToken[data-index="1"]')).to_have_text(
+        HOSTILE)
+    expect(view(page, 0).locator('.jp-GemmaLab-scaleEnd[data-end="low"]')).to_contain_text(
+        HOSTILE)
+    expect(view(page, 0).locator('.jp-GemmaLab-scaleEnd[data-end="high"]')).to_contain_text(
+        HOSTILE_2)
+    expect(view(page, 1).locator('.jp-GemmaLab-gridColumnLabel[data-col="1"]')).to_have_text(
+        HOSTILE)
+    expect(view(page, 1).locator('.jp-GemmaLab-baseline[data-baseline="clean"]')
+           ).to_contain_text(HOSTILE)
+    expect(view(page, 1).locator(".jp-GemmaLab-toolbar")).to_contain_text('"<b>"')
+    view(page, 1).locator('.jp-GemmaLab-gridCell[data-row="0"][data-col="1"]').hover()
+    expect(view(page, 1).locator(".jp-GemmaLab-gridReadout")).to_contain_text(HOSTILE)
+    expect(view(page, 2).locator(".jp-GemmaLab-dlaLabel").first).to_have_text(HOSTILE)
+    expect(view(page, 2).locator(".jp-GemmaLab-toolbar")).to_contain_text(
+        HOSTILE_2.replace('"', '\\"'))  # quoted as JSON
+    expect(view(page, 3).locator(".jp-GemmaLab-cacheName").first).to_have_text(HOSTILE)
+
+    for index in range(4):
+        assert view(page, index).evaluate(
+            "root => root.querySelectorAll('img, script, svg[onload]').length") == 0
+    lab.element_screenshot(view(page, 0), "hostile_comparison")
+    assert page.evaluate("() => window.__pwned === undefined")
+    assert dialogs == []
+
+
+def test_version_1_payload_still_renders(jupyter_server, browser_page, results):
+    page = browser_page
+    current = results["generation"].to_dict()
+    assert current["version"] == 2
+    old = {**copy.deepcopy(current), "version": 1}  # as a notebook saved by gemma_lab 0.2
+    future = {**copy.deepcopy(current), "version": 3}
+    missing = {**copy.deepcopy(results["patching"].to_dict())}
+    del missing["patching"]  # a v2 kind without its field falls back to the token view
+    open_outputs(jupyter_server, page, "versions.ipynb",
+                 [{MIME: p, "text/plain": "text"} for p in (old, current, future, missing)])
+
+    for index, payload in ((0, old), (1, current)):
+        rendered = view(page, index)
+        expect(rendered).to_have_attribute("data-kind", "generation")
+        expect(rendered.locator(".jp-GemmaLab-error")).to_have_count(0)
+        tokens = rendered.locator(".jp-GemmaLab-token")
+        expect(tokens).to_have_count(len(payload["tokens"]))
+        probs = [float(p) for p in rendered.locator(
+            '.jp-GemmaLab-token[data-role="generated"]').evaluate_all(
+            "ns => ns.map(n => n.dataset.prob)")]
+        assert probs == pytest.approx(
+            [t["prob"] for t in payload["tokens"] if t["role"] == "generated"], rel=1e-9)
+        expect(rendered.locator(".jp-GemmaLab-metaItem[data-key='model']")).to_contain_text(
+            payload["metadata"]["model"])
+    lab.element_screenshot(view(page, 0), "version_1_generation")
+
+    expect(view(page, 2).locator(".jp-GemmaLab-error")).to_contain_text(
+        "payload version 3 is not supported")
+    expect(view(page, 2).locator(".jp-GemmaLab-error")).to_contain_text("expects 1 or 2")
+    expect(view(page, 3).locator(".jp-GemmaLab-token")).to_have_count(len(missing["tokens"]))
+
+
+KERNEL_CELLS = [
+    "from gemma_lab import interventions as iv\n"
+    "from gemma_lab.testing import tiny_session\n"
+    "session = tiny_session()",
+    "session.patch('hello world', 'hello wurld', target=' ok', progress=False)",
+    "session.compare('hello world', hooks=iv.ablate_heads([(0, 1)]))",
+]
+
+
+def test_kernel_results_render_with_the_new_views(jupyter_server, browser_page):
+    page = browser_page
+    lab.write_notebook(jupyter_server.root_dir / "live.ipynb",
+                       [("code", source) for source in KERNEL_CELLS])
+    lab.open_notebook(page, jupyter_server, "live.ipynb")
+    lab.run_all_cells(page, timeout_ms=KERNEL_TIMEOUT_MS)
+
+    lab.save_notebook(page)
+    saved = jupyter_server.api("GET", "api/contents/live.ipynb")["content"]
+    payloads = [next(o["data"][MIME] for o in saved["cells"][i]["outputs"]
+                     if MIME in o.get("data", {})) for i in (1, 2)]
+    assert [p["version"] for p in payloads] == [2, 2]
+    check_patching(page, 1, payloads[0])
+    tokens = view(page, 2).locator(".jp-GemmaLab-compareToken")
+    expect(tokens).to_have_count(len(payloads[1]["tokens"]))
+    # Only this renderer's output is shown, not the text/html fallback next to it.
+    expect(lab.cell(page, 1).locator(".jp-OutputArea-output")).to_have_count(1)
+    expect(lab.cell(page, 1).locator(".gemma-lab-result")).to_have_count(0)
