@@ -8,6 +8,10 @@ variant's compiled decode loop up with one stream, then times plain, steered (iv
 resid_post of layer 6), head-ablated (iv.ablate_heads on 4 heads) and both, alternating the
 order every round so drift on a shared machine hits each variant alike. Prints the median
 tok/s of each and its ratio to plain (the issue's bar: steered ≥ 0.8× plain).
+
+A second, steadier measurement times the compiled greedy loop alone: one call of 64 decode
+steps per variant, alternating variants call by call (`--chunk-rounds`), so a burst of other
+load on the box lands on every variant within seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--chunk-rounds", type=int, default=8)
     parser.add_argument("--backend", default=os.environ.get("GEMMA_LAB_BACKEND", "jax"))
     args = parser.parse_args()
     os.environ["GEMMA_LAB_BACKEND"] = args.backend
@@ -57,12 +62,47 @@ def main() -> None:
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in speeds.items()),
               flush=True)
     medians = {name: statistics.median(values) for name, values in speeds.items()}
+    chunks = _chunk_speeds(lab, variants, args.chunk_rounds)
     result = {"backend": lab.backend, "tokens": args.tokens, "rounds": args.rounds,
               "tok_per_s": medians,
-              "ratio_to_plain": {k: v / medians["plain"] for k, v in medians.items()}}
+              "ratio_to_plain": {k: v / medians["plain"] for k, v in medians.items()},
+              "loop_steps_per_s": chunks,
+              "loop_ratio_to_plain": {k: v / chunks["plain"] for k, v in chunks.items()}}
     for name, value in medians.items():
-        print(f"{name:>8}: {value:6.2f} tok/s  ({value / medians['plain']:.3f}x plain)")
+        print(f"{name:>8}: {value:6.2f} tok/s  ({value / medians['plain']:.3f}x plain); "
+              f"compiled loop {chunks[name]:6.2f} steps/s "
+              f"({chunks[name] / chunks['plain']:.3f}x plain)")
     print(json.dumps(result))
+
+
+def _chunk_speeds(lab, variants, rounds: int) -> dict[str, float]:
+    """Median steps/s of one 64-step compiled greedy call per variant, alternating."""
+    import numpy as np
+
+    from gemma_lab.decoding import MAX_CHUNK, decoder
+
+    runtime = lab.runtime
+    models = {name: decoder(runtime, runtime.check_hooks(hooks)) if hooks is not None
+              else decoder(runtime) for name, hooks in variants.items()}
+    ids = lab.tokenizer.encode(PROMPT, add_bos=True)
+    never = np.asarray([-1], "int32")  # no stop id: every call runs all MAX_CHUNK steps
+
+    def one_call(model) -> float:
+        cache = model.prefill(ids, 256, lab.tokenizer.pad_id)
+        started = time.perf_counter()
+        out = model._greedy(np.asarray([[ids[-1]]], "int32"), cache, np.int32(len(ids) - 1),
+                            np.int32(MAX_CHUNK), never)
+        np.asarray(out[0])  # wait for the result
+        return MAX_CHUNK / (time.perf_counter() - started)
+
+    for model in models.values():
+        one_call(model)
+    speeds: dict[str, list[float]] = {name: [] for name in models}
+    order = list(models)
+    for round_ in range(rounds):
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            speeds[name].append(one_call(models[name]))
+    return {name: statistics.median(values) for name, values in speeds.items()}
 
 
 if __name__ == "__main__":

@@ -88,6 +88,18 @@ def _means(reference: Any, name: str) -> np.ndarray:
     return np.concatenate(rows, axis=0).mean(axis=0)
 
 
+def _ablated(value: Any, axis: int, indices: tuple[int, ...], means: np.ndarray | None) -> Any:
+    """`value` [batch, pos, ...] with entries `indices` of `axis` set to zero, or to `means`
+    (the per-position shape: [head, head_dim] or [neuron])."""
+    ops = _ops()
+    chosen = np.zeros((value.shape[axis],), dtype=bool)
+    chosen[list(indices)] = True
+    hit = ops.convert_to_tensor(chosen.reshape((-1,) + (1,) * (len(value.shape) - axis - 1)))
+    if means is None:
+        return ops.where(hit, ops.zeros_like(value), value)
+    return ops.where(hit, ops.cast(ops.convert_to_tensor(means), value.dtype), value)
+
+
 @dataclass(frozen=True, eq=False)
 class AblateHeads:
     """Replace heads of `blocks.{layer}.attn.z` with zeros or a reference mean."""
@@ -108,15 +120,7 @@ class AblateHeads:
                              "activations come from another model.")
 
     def __call__(self, z: Any, ctx: HookContext) -> Any:
-        ops = _ops()
-        heads = np.zeros((z.shape[2],), dtype=bool)
-        heads[list(self.heads)] = True
-        hit = ops.convert_to_tensor(heads)[None, None, :, None]
-        if self.means is None:
-            replacement = ops.zeros_like(z)
-        else:
-            replacement = ops.cast(ops.convert_to_tensor(self.means), z.dtype)[None, None]
-        return ops.where(hit, replacement, z)
+        return _ablated(z, axis=2, indices=self.heads, means=self.means)
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,15 +143,7 @@ class AblateNeurons:
                              f"{self.means.shape}; this model's is ({shape.mlp_dim},).")
 
     def __call__(self, post: Any, ctx: HookContext) -> Any:
-        ops = _ops()
-        neurons = np.zeros((post.shape[-1],), dtype=bool)
-        neurons[list(self.neurons)] = True
-        hit = ops.convert_to_tensor(neurons)[None, None, :]
-        if self.means is None:
-            replacement = ops.zeros_like(post)
-        else:
-            replacement = ops.cast(ops.convert_to_tensor(self.means), post.dtype)[None, None]
-        return ops.where(hit, replacement, post)
+        return _ablated(post, axis=2, indices=self.neurons, means=self.means)
 
 
 @dataclass(frozen=True, eq=False)
@@ -305,7 +301,8 @@ def add(vector: Any, layer: int, scale: float = 1.0,
 def patch(cache: Any, names: str | Sequence[str] | None = None,
           positions: Iterable[int] | int | None = None) -> HookSet:
     """Write the activations of `names` from `cache` (another run's `ActivationCache`) into
-    this run, at `positions` (every position the cached run has when None).
+    this run, at `positions` (every position the cached run has when None); `names=None`
+    takes every point in the cache except attention patterns.
 
     Example:
         >>> from gemma_lab.testing import tiny_session
@@ -320,8 +317,10 @@ def patch(cache: Any, names: str | Sequence[str] | None = None,
     if not hasattr(cache, "values") or not hasattr(cache, "tokens"):
         raise InputError("patch() takes an ActivationCache: cache = lab.run_with_cache(text, "
                          "names=[...]).")
-    chosen = list(cache) if names is None else ([names] if isinstance(names, str)
-                                                else list(names))
+    if names is None:  # every point the cache holds that can be written position by position
+        chosen = [name for name in cache if not name.endswith("attn.pattern")]
+    else:
+        chosen = [names] if isinstance(names, str) else list(names)
     fns = {}
     for name in chosen:
         if name not in cache.values:

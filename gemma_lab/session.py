@@ -15,9 +15,9 @@ from functools import cached_property
 from typing import Any
 
 from gemma_lab import defaults
+from gemma_lab.chat import Chat
 from gemma_lab.comparison import Comparison, compare
 from gemma_lab.decoding import CompiledModel, decoder
-from gemma_lab.errors import NotAvailableError
 from gemma_lab.finetune import Adapters, FinetuneResult, FinetuneRun
 from gemma_lab.forward import HookFn, HookSet
 from gemma_lab.generation import Generation, GenerationStream
@@ -196,21 +196,40 @@ class GemmaLab:
         return score_text(self.runtime, text)
 
     # --- chat ---------------------------------------------------------------------------------
-    def chat(self, message: str, **sampler: Any) -> Generation:
-        """Chat with an instruction-tuned model (Gemma chat template, history kept).
+    @cached_property
+    def _chat(self) -> Chat:
+        return Chat(self.runtime)
 
-        Not in this build yet: it raises `NotAvailableError`; use `generate` with the
-        template written out meanwhile.
+    def chat(self, message: str, system: str | None = None,
+             max_new_tokens: int = defaults.MAX_NEW_TOKENS, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+             stop: str | list[str] | None = None) -> Generation:
+        """Send `message` in the Gemma chat template after the conversation so far and return
+        the model's reply; both join `chat_history` once the reply is complete. `system` (at
+        the start of a conversation) is folded into the first user turn, as Gemma's template
+        does. The reply's `prompt_token_ids` are exactly the ids the model saw. Hooks in force
+        apply.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> lab = tiny_session()
+            >>> reply = lab.chat("Hello!", system="Be brief.", max_new_tokens=3)
+            >>> [turn["role"] for turn in lab.chat_history]
+            ['system', 'user', 'model']
         """
-        raise NotAvailableError(
-            "Chat is not available in this gemma_lab build yet. Meanwhile write the template "
-            "out: lab.generate('<start_of_turn>user\\n...<end_of_turn>\\n<start_of_turn>"
-            "model\\n').")
+        self.runtime.ensure_idle("chat")
+        return self._chat.say(message, system, max_new_tokens=max_new_tokens,
+                              temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                              stop=stop)
+
+    @property
+    def chat_history(self) -> list[dict[str, str]]:
+        """The conversation: {"role": "system" | "user" | "model", "content"} dicts."""
+        return self._chat.history
 
     def reset_chat(self) -> None:
-        """Forget the chat history (see `chat`: not in this build yet)."""
-        raise NotAvailableError("Chat is not available in this gemma_lab build yet, so there "
-                                "is no chat history to reset.")
+        """Forget the conversation (and its system prompt)."""
+        self._chat.reset()
 
     # --- inspection --------------------------------------------------------------------------
     def trace(self, text: str, layers: list[int] | None = None,

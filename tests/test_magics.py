@@ -316,10 +316,18 @@ def test_load_a_missing_path_is_one_line(shell):
     assert_one_line_error(run_magic("%gemma load /nonexistent/model.gguf"), "No GGUF file")
 
 
-@pytest.mark.parametrize("source", ["%gemma chat reset", "%%gemma --chat\nhi"])
-def test_chat_says_not_available_yet_on_the_real_session(shell, tiny_lab, source):
+def test_chat_cells_keep_the_conversation_and_reset_clears_it(shell, tiny_lab):
     gemma_lab.magics.use(tiny_lab)
-    assert_one_line_error(run_magic(source), "not available", "gemma_lab build")
+    tiny_lab.reset_chat()
+    run = run_magic("%%gemma --chat --max-new-tokens 3 -o reply\nHello there")
+    assert run.error is None, run.stderr
+    reply = shell.user_ns["reply"]
+    assert [t["role"] for t in tiny_lab.chat_history] == ["user", "model"]
+    assert tiny_lab.chat_history[1]["content"] == reply.text
+    assert any("application/vnd.gemma-lab.v1+json" in o.data for o in run.outputs)
+    run = run_magic("%gemma chat reset")
+    assert run.error is None and "Chat history cleared" in run.stdout
+    assert tiny_lab.chat_history == []
 
 
 def test_every_other_command_runs_on_the_real_session(shell, tmp_path, monkeypatch):

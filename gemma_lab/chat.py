@@ -1,0 +1,179 @@
+"""Chat: a conversation with a Gemma model through its chat template, history kept.
+
+Gemma 1, 2 and 3 share one turn format (the official `tokenizer_config.json` template):
+
+    <bos><start_of_turn>user
+    {system}\\n\\n{message}<end_of_turn>
+    <start_of_turn>model
+    {reply}<end_of_turn>
+    <start_of_turn>model            <- the generation prompt
+
+A system prompt has no turn of its own: it is folded into the first user turn. Each message is
+stripped of surrounding whitespace, as the template's `| trim` does. The prompt is tokenized the
+way transformers tokenizes a rendered template: the text between special tokens is encoded
+piece by piece and the special tokens are inserted by id. Generation stops at `<end_of_turn>`;
+a turn joins the history only when its reply is complete (an interrupted or stopped turn
+leaves the history as it was).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gemma_lab import defaults
+from gemma_lab.errors import InputError, NotAvailableError
+
+if TYPE_CHECKING:
+    from gemma_lab.generation import Generation, GenerationStream
+    from gemma_lab.runtime import ModelRuntime
+    from gemma_lab.sampling import SamplerConfig
+    from gemma_lab.tokenizer import Tokenizer
+
+ROLES = ("user", "model")
+START, END = "<start_of_turn>", "<end_of_turn>"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation: `role` "user" or "model", and its text."""
+
+    role: str
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+def render(turns: Sequence[Turn], system: str | None = None) -> str:
+    """The Gemma chat template for `turns`, ending with the model's generation prompt
+    (without `<bos>`, which `encode` adds).
+
+    Example:
+        >>> render([Turn("user", " Hi ")], system="Be brief.")
+        '<start_of_turn>user\\nBe brief.\\n\\nHi<end_of_turn>\\n<start_of_turn>model\\n'
+    """
+    parts = []
+    for index, turn in enumerate(turns):
+        prefix = f"{system.strip()}\n\n" if index == 0 and system else ""
+        parts.append(f"{START}{turn.role}\n{prefix}{turn.content.strip()}{END}\n")
+    return "".join(parts) + f"{START}model\n"
+
+
+def encode(tokenizer: Tokenizer, text: str) -> list[int]:
+    """`<bos>` and the ids of a rendered template: text between `<start_of_turn>` /
+    `<end_of_turn>` encoded as plain text, the markers as their own ids.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> ids = encode(tok, render([Turn("user", "hello")]))
+        >>> ids[:2] == [tok.bos_id, tok.start_of_turn_id], ids.count(tok.end_of_turn_id)
+        (True, 1)
+    """
+    specials = {START: tokenizer.start_of_turn_id, END: tokenizer.end_of_turn_id}
+    if None in specials.values():
+        raise NotAvailableError(
+            "This model's vocabulary has no <start_of_turn> / <end_of_turn> tokens, so it has "
+            "no Gemma chat template. Use lab.generate with your own prompt.")
+    ids = [tokenizer.bos_id]
+    rest = text
+    while rest:
+        found = [(rest.find(marker), marker) for marker in specials if marker in rest]
+        if not found:
+            ids += tokenizer.encode(rest)
+            break
+        at, marker = min(found)
+        if at:
+            ids += tokenizer.encode(rest[:at])
+        ids.append(int(specials[marker]))
+        rest = rest[at + len(marker):]
+    return ids
+
+
+class Chat:
+    """The conversation of one session: `history`, the `system` prompt, and the next turn.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> chat = Chat(tiny_runtime())
+        >>> reply = chat.say("hello", max_new_tokens=3)
+        >>> [turn["role"] for turn in chat.history]
+        ['user', 'model']
+    """
+
+    def __init__(self, runtime: ModelRuntime):
+        self.runtime = runtime
+        self.system: str | None = None
+        self.turns: list[Turn] = []
+
+    @property
+    def history(self) -> list[dict[str, str]]:
+        """The conversation so far, oldest first, as {"role", "content"} dicts (a system
+        prompt first, with role "system", when there is one)."""
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + [turn.to_dict() for turn in self.turns]
+
+    def reset(self) -> None:
+        self.system = None
+        self.turns = []
+
+    def prompt(self, message: str, system: str | None = None) -> tuple[str, list[int]]:
+        """The rendered template and its ids for `message` after the history."""
+        if not isinstance(message, str) or not message.strip():
+            raise InputError("chat() needs a non-empty message.")
+        if system is not None and not isinstance(system, str):
+            raise InputError(f"system must be a string, got {type(system).__name__}.")
+        if system is not None and self.turns and system != self.system:
+            raise InputError("The system prompt is set when a conversation starts; call "
+                             "lab.reset_chat() to start one with a new system prompt.")
+        system = self.system if system is None else system
+        text = render([*self.turns, Turn("user", message)], system)
+        return text, encode(self.runtime.tokenizer, text)
+
+    def stream(self, message: str, system: str | None = None,
+               max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+               sampler: SamplerConfig | None = None,
+               stop: Sequence[str] = ()) -> GenerationStream:
+        """A generation of the model's reply (hooks in force apply); `commit` its result."""
+        from gemma_lab.generation import GenerationStream
+        from gemma_lab.sampling import SamplerConfig
+
+        text, ids = self.prompt(message, system)
+        if len(ids) + max_new_tokens > self.runtime.context_length:
+            raise InputError(
+                f"The conversation is {len(ids)} tokens; with {max_new_tokens} new ones it "
+                f"exceeds the model's context of {self.runtime.context_length}. Call "
+                "lab.reset_chat() or ask for fewer tokens.")
+        return GenerationStream(self.runtime, text, max_new_tokens=max_new_tokens,
+                                sampler=sampler or SamplerConfig(), stop=list(stop),
+                                prompt_ids=ids)
+
+    def commit(self, message: str, system: str | None, reply: Generation) -> bool:
+        """Add the user message and the model's reply to the history, if the reply is
+        complete (it ended at end of turn, end of sequence or the token limit)."""
+        if reply.finish_reason not in ("eos", "length", "stop_string"):
+            return False
+        if system is not None and not self.turns:
+            self.system = system
+        self.turns += [Turn("user", message), Turn("model", reply.text)]
+        return True
+
+    def say(self, message: str, system: str | None = None,
+            max_new_tokens: int = defaults.MAX_NEW_TOKENS, temperature: float = 0.0,
+            top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+            stop: str | Sequence[str] | None = None) -> Generation:
+        """Send `message`, generate the reply, keep both; returns the reply `Generation`."""
+        from gemma_lab.sampling import SamplerConfig
+
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        stream = self.stream(message, system, max_new_tokens,
+                             SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p,
+                                           seed=seed), stops)
+        reply = stream.run()
+        self.commit(message, system, reply)
+        return reply
+
+
+__all__ = ["END", "ROLES", "START", "Chat", "Turn", "encode", "render"]
