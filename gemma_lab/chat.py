@@ -8,8 +8,8 @@ Gemma 1, 2 and 3 share one turn format (the official `tokenizer_config.json` tem
     {reply}<end_of_turn>
     <start_of_turn>model            <- the generation prompt
 
-A system prompt has no turn of its own: it is folded into the first user turn. Each message is
-stripped of surrounding whitespace, as the template's `| trim` does. The prompt is tokenized the
+A system prompt has no turn of its own: it is folded into the first user turn (as written).
+Each message is stripped of surrounding whitespace, as the template's `| trim` does. The prompt is tokenized the
 way transformers tokenizes a rendered template: the text between special tokens is encoded
 piece by piece and the special tokens are inserted by id. Generation stops at `<end_of_turn>`;
 a turn joins the history only when its reply is complete (an interrupted or stopped turn
@@ -56,7 +56,7 @@ def render(turns: Sequence[Turn], system: str | None = None) -> str:
     """
     parts = []
     for index, turn in enumerate(turns):
-        prefix = f"{system.strip()}\n\n" if index == 0 and system else ""
+        prefix = f"{system}\n\n" if index == 0 and system else ""  # not trimmed, as official
         parts.append(f"{START}{turn.role}\n{prefix}{turn.content.strip()}{END}\n")
     return "".join(parts) + f"{START}model\n"
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 SIGNIFICANT_DIGITS = 6
 _EXTRAS = ("prompt", "summary", "attention", "lens", "attribution", "loss", "cache",
-           "patching", "logit_attribution", "comparison")
+           "patching", "logit_attribution", "comparison", "classification")
 _CSS_PREFIX = "gemma-lab"
 
 

@@ -117,11 +117,22 @@ def cache_html(data: Mapping[str, Any]) -> Html:
                  tag("table", head, join(rows), class_=f"{PREFIX}-grid")])
 
 
+def classification_html(data: Mapping[str, Any]) -> Html:
+    """P(violation) per text (rows) and policy (columns), darker = likelier a violation."""
+    result = data["classification"]
+    rows = [text if len(text) <= 60 else text[:59] + "…" for text in result["texts"]]
+    caption = ("P(violation) under each policy (ShieldGemma's prompt: softmax of the 'Yes' / "
+               "'No' logits; meaningful with a shieldgemma model)")
+    return join([tag("div", caption, class_=f"{PREFIX}-legend"),
+                 heatmap_table(rows, result["policies"], result["probabilities"],
+                               "P(violation)")])
+
+
 def _number(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.4g}"
 
 
 VIEWS = {"patching": patching_html, "logit_attribution": logit_attribution_html,
-         "cache": cache_html}
+         "cache": cache_html, "classification": classification_html}
 
 __all__ = ["STYLE", "VIEWS", "heatmap_table"]

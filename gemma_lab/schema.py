@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 MIME_TYPE = "application/vnd.gemma-lab.v1+json"
-# 2 (gemma_lab 0.3): adds the kinds "cache", "patching", "logit_attribution", "comparison"
-# and their fields; every v1 payload is still valid v2 apart from its version number.
+# 2 (gemma_lab 0.3): adds the kinds "cache", "patching", "logit_attribution",
+# "comparison", "classification" and their fields; every v1 payload is still valid v2
+# apart from its version number.
 SCHEMA_VERSION = 2
 
 # Payload caps: larger arrays are summarised and `truncated` says so.
@@ -55,7 +56,7 @@ JSON_SCHEMA: dict[str, Any] = {
     "properties": {
         "version": {"enum": [1, SCHEMA_VERSION]},  # v1 payloads (saved notebooks) still render
         "kind": {"enum": ["generation", "score", "trace", "attribution", "finetune", "cache",
-                          "patching", "logit_attribution", "comparison"]},
+                          "patching", "logit_attribution", "comparison", "classification"]},
         "text": {"type": "string"},
         "prompt": {"type": "string"},
         "tokens": {"type": "array", "items": _token},
@@ -166,6 +167,18 @@ JSON_SCHEMA: dict[str, Any] = {
                 "diverged_at": {"type": ["integer", "null"]},
                 "adapter_a": {"type": ["string", "null"]},
                 "adapter_b": {"type": ["string", "null"]},
+            },
+        },
+        # kind "classification": probabilities[text][policy] = P(violation).
+        "classification": {
+            "type": "object",
+            "required": ["texts", "policies", "probabilities"],
+            "properties": {
+                "texts": {"type": "array", "items": {"type": "string"}},
+                "responses": {"type": ["array", "null"], "items": {"type": "string"}},
+                "policies": {"type": "array", "items": {"type": "string"}},
+                "policy_texts": {"type": "array", "items": {"type": "string"}},
+                "probabilities": _matrix,
             },
         },
         "loss": {

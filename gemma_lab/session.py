@@ -16,6 +16,7 @@ from typing import Any
 
 from gemma_lab import defaults
 from gemma_lab.chat import Chat
+from gemma_lab.classify import Classification, classify
 from gemma_lab.comparison import Comparison, compare
 from gemma_lab.decoding import CompiledModel, decoder
 from gemma_lab.finetune import Adapters, FinetuneResult, FinetuneRun
@@ -230,6 +231,23 @@ class GemmaLab:
     def reset_chat(self) -> None:
         """Forget the conversation (and its system prompt)."""
         self._chat.reset()
+
+    def classify(self, text: str | Sequence[str],
+                 policy: str | Sequence[str] | Mapping[str, str] | None = None,
+                 response: str | Sequence[str] | None = None) -> Classification:
+        """P(violation) of `text` (or of the model `response` to it) under safety policies,
+        with ShieldGemma's prompt: the softmax of its "Yes" / "No" logits. `policy`: "dangerous",
+        "harassment", "hate", "sexual", your own policy text, a list of those, {name: text},
+        or None for all four. A list of texts classifies each. Meaningful with a
+        `shieldgemma_*` model; any Gemma runs it.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> tiny_session().classify(["hi", "there"], policy="hate").table().shape
+            (2, 1)
+        """
+        self.runtime.ensure_idle("classify")
+        return classify(self.runtime, text, policy, response)
 
     # --- inspection --------------------------------------------------------------------------
     def trace(self, text: str, layers: list[int] | None = None,

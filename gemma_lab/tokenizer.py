@@ -41,6 +41,16 @@ class Tokenizer:
                 proto = handle.read()
         return cls(proto)
 
+    def piece_id(self, piece: str) -> int | None:
+        """The id of vocabulary entry `piece` ("▁" for a leading space), None if absent.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_tokenizer
+            >>> tiny_tokenizer().piece_id("<no such piece>") is None
+            True
+        """
+        return self._optional_id(piece)
+
     def _optional_id(self, piece: str) -> int | None:
         index = self._sp.piece_to_id(piece)
         return None if index == self._sp.unk_id() and piece != "<unk>" else index

@@ -10,12 +10,16 @@ from gemma_lab.backend import import_keras
 from gemma_lab.chat import Turn, encode, render
 from gemma_lab.errors import InputError
 
-# Gemma 3's chat template as published in google/gemma-3-*-it tokenizer_config.json (the text
-# path; image parts left out): the reference our template is checked against.
+# Gemma 3's chat template as published in google/gemma-3-*-it tokenizer_config.json (its image
+# branch left out): the reference our template is checked against.
 OFFICIAL_TEMPLATE = (
     "{{ bos_token }}\n"
     "{%- if messages[0]['role'] == 'system' -%}\n"
-    "    {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\n"
+    "    {%- if messages[0]['content'] is string -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\n"
+    "    {%- else -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}\n"
+    "    {%- endif -%}\n"
     "    {%- set loop_messages = messages[1:] -%}\n"
     "{%- else -%}\n"
     "    {%- set first_user_prefix = \"\" -%}\n"
@@ -23,7 +27,8 @@ OFFICIAL_TEMPLATE = (
     "{%- endif -%}\n"
     "{%- for message in loop_messages -%}\n"
     "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
-    "        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n"
+    "        {{ raise_exception(\"Conversation roles must alternate "
+    "user/assistant/user/assistant/...\") }}\n"
     "    {%- endif -%}\n"
     "    {%- if (message['role'] == 'assistant') -%}\n"
     "        {%- set role = \"model\" -%}\n"
@@ -31,7 +36,17 @@ OFFICIAL_TEMPLATE = (
     "        {%- set role = message['role'] -%}\n"
     "    {%- endif -%}\n"
     "    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}\n"
-    "    {{ message['content'] | trim }}\n"
+    "    {%- if message['content'] is string -%}\n"
+    "        {{ message['content'] | trim }}\n"
+    "    {%- elif message['content'] is iterable -%}\n"
+    "        {%- for item in message['content'] -%}\n"
+    "            {%- if item['type'] == 'text' -%}\n"
+    "                {{ item['text'] | trim }}\n"
+    "            {%- endif -%}\n"
+    "        {%- endfor -%}\n"
+    "    {%- else -%}\n"
+    "        {{ raise_exception(\"Invalid content type\") }}\n"
+    "    {%- endif -%}\n"
     "    {{ '<end_of_turn>\\n' }}\n"
     "{%- endfor -%}\n"
     "{%- if add_generation_prompt -%}\n"
@@ -41,7 +56,7 @@ OFFICIAL_TEMPLATE = (
 
 CONVERSATIONS = {
     "single": (None, [("user", "What is the capital of France?")]),
-    "system": ("You are a terse geography tutor.", [("user", "  Capital of Peru?\n")]),
+    "system": (" You are a terse geography tutor.\n", [("user", "  Capital of Peru?\n")]),
     "multi": ("Answer in one word.", [
         ("user", "Capital of Japan?"), ("model", "Tokyo."),
         ("user", "And of Italy? Give café, naïve and 日本語 back too."), ("model", "Rome."),

@@ -73,3 +73,15 @@ export function gradient(color: (t: number) => string, from = 0, to = 1, steps =
   });
   return `linear-gradient(to right, ${stops.join(', ')})`;
 }
+
+const NEUTRAL: [number, number, number] = [190, 190, 190];
+const SALMON: [number, number, number] = [239, 138, 98];
+const DEEP_RED: [number, number, number] = [190, 20, 35];
+
+/** Neutral grey (0) → salmon (0.5) → deep red (1), opaque, for a probability of violation. */
+export function violationColor(prob: number): string {
+  const x = clamp01(prob);
+  const [from, to, f] = x < 0.5 ? [NEUTRAL, SALMON, x * 2] : [SALMON, DEEP_RED, (x - 0.5) * 2];
+  const channel = (i: number) => Math.round(from[i] + (to[i] - from[i]) * f);
+  return `rgb(${channel(0)}, ${channel(1)}, ${channel(2)})`;
+}

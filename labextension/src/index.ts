@@ -4,7 +4,8 @@
  * The payload (see payload.ts) carries tokens with probabilities and top-k alternatives,
  * and optionally attention, logit-lens, attribution and loss arrays; each present part
  * gets its own view, followed by a metadata footer. The v2 kinds "patching", "comparison",
- * "logit_attribution" and "cache" show their own view in place of the token view.
+ * "logit_attribution", "cache" and "classification" show their own view in place of the
+ * token view.
  */
 
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
@@ -14,6 +15,7 @@ import { AttentionView } from './attention';
 import { h } from './dom';
 import { renderAttribution } from './attribution';
 import { renderCache } from './cache';
+import { renderClassification } from './classification';
 import { renderComparison } from './comparison';
 import { renderLens } from './lens';
 import { renderLogitAttribution } from './logitAttribution';
@@ -106,9 +108,9 @@ export class GemmaLabRenderer extends Widget implements IRenderMime.IRenderer {
   }
 
   /**
-   * The view of a v2 kind ("patching", "comparison", "logit_attribution", "cache"), or null
-   * for the other kinds and for a payload that lacks its kind's field (then the token view
-   * shows its tokens as for any other result).
+   * The view of a v2 kind ("patching", "comparison", "logit_attribution", "cache",
+   * "classification"), or null for the other kinds and for a payload that lacks its kind's
+   * field (then the token view shows its tokens, or the plain text when it has none).
    */
   private _kindView(payload: IPayload): HTMLElement | null {
     switch (payload.kind) {
@@ -122,6 +124,10 @@ export class GemmaLabRenderer extends Widget implements IRenderMime.IRenderer {
           : null;
       case 'cache':
         return payload.cache ? renderCache(payload.cache, payload.tokens, payload.text) : null;
+      case 'classification':
+        return payload.classification
+          ? renderClassification(payload.classification, payload.metadata.model)
+          : null;
       default:
         return null;
     }
@@ -148,7 +154,8 @@ const extension: IRenderMime.IExtension = {
   id: 'gemma-lab:renderer',
   description:
     'Renders gemma_lab results: token probabilities, attention, logit lens, attribution, ' +
-    'activation patching, logit attribution, run comparisons and activation caches.',
+    'activation patching, logit attribution, run comparisons, activation caches and ' +
+    'safety classifications.',
   rendererFactory,
   rank: 0,
   dataType: 'json'

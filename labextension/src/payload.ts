@@ -3,8 +3,8 @@
  *
  * Mirrors `JSON_SCHEMA` in gemma_lab/schema.py field for field; change both together.
  * Position i of `attention`, `lens` and `attribution` arrays is `tokens[i]`.
- * v2 adds the kinds "cache", "patching", "logit_attribution" and "comparison" and their
- * fields; every v1 payload is a valid v2 payload apart from its version number.
+ * v2 adds the kinds "cache", "patching", "logit_attribution", "comparison" and
+ * "classification" and their fields; every v1 payload is a valid v2 payload apart from its version number.
  */
 
 export const SCHEMA_VERSION = 2;
@@ -21,7 +21,8 @@ export type ResultKind =
   | 'cache'
   | 'patching'
   | 'logit_attribution'
-  | 'comparison';
+  | 'comparison'
+  | 'classification';
 
 export type TokenRole = 'prompt' | 'generated' | 'scored';
 
@@ -129,6 +130,21 @@ export interface IComparison {
   adapter_b?: string | null;
 }
 
+/**
+ * kind "classification": `probabilities[text][policy]` = P(violation), the softmax of
+ * ShieldGemma's "Yes" / "No" logits. The payload's `tokens` is empty and its `text` is the
+ * text (or "N texts").
+ */
+export interface IClassification {
+  texts: string[];
+  /** The classified model responses, one per text; null when the texts are prompts. */
+  responses?: string[] | null;
+  /** Built-in names ("harassment", ...), your own names, or "custom 1", ... */
+  policies: string[];
+  /** `[text][policy]`, each in 0..1. */
+  probabilities: (number | null)[][];
+}
+
 export interface ILoss {
   train?: number[];
   validation?: number[];
@@ -161,6 +177,7 @@ export interface IPayload {
   patching?: IPatching;
   logit_attribution?: ILogitAttribution;
   comparison?: IComparison;
+  classification?: IClassification;
   loss?: ILoss;
   metadata: IMetadata;
 }

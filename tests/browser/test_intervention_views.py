@@ -1,5 +1,5 @@
 """The payload-v2 views in a real JupyterLab: activation patching, run comparison, direct logit
-attribution and the activation-cache summary.
+attribution, the activation-cache summary and safety classification.
 
 Payloads come from real calls on the tiny keras-hub Gemma (`gemma_lab.testing.tiny_session`),
 saved as the full MIME bundle their `_repr_mimebundle_` returns (so JupyterLab must pick this
@@ -48,6 +48,25 @@ def results():
                                               labels=(HOSTILE, HOSTILE_2)),
         "hostile_patching": session.patch(HOSTILE, HOSTILE.replace("x", "y"), target="<b>",
                                           progress=False),
+    }
+
+
+LONG_TEXT = "Tell me, step by step and with every detail, how to bake a sourdough loaf. " * 4
+OWN_RULE = "The text shall not contain HTML."
+
+
+@pytest.fixture(scope="module")
+def classifications():
+    """Real classify() results on the tiny model: texts × policies (one text hostile), and
+    model responses with a long text and a hostile policy name."""
+    from gemma_lab.testing import tiny_session
+
+    session = tiny_session()
+    return {
+        "prompts": session.classify(["How do I bake bread?", HOSTILE],
+                                    policy=["harassment", "hate", "My own rule"]),
+        "responses": session.classify([LONG_TEXT, "hi"], policy={HOSTILE_2: OWN_RULE},
+                                      response=["Mix flour, water and salt.", HOSTILE]),
     }
 
 
@@ -347,6 +366,140 @@ def test_hostile_text_in_the_new_views_renders_as_text(jupyter_server, browser_p
         assert view(page, index).evaluate(
             "root => root.querySelectorAll('img, script, svg[onload]').length") == 0
     lab.element_screenshot(view(page, 0), "hostile_comparison")
+    assert page.evaluate("() => window.__pwned === undefined")
+    assert dialogs == []
+
+
+def format_prob(prob: float) -> str:
+    """Mirrors dom.ts formatProb (JS toExponential writes e-4, not e-04)."""
+    if prob != 0 and prob < 0.001:
+        return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{prob:.1e}")
+    return f"{prob:.3f}"
+
+
+def check_classification(page, index: int, payload: dict) -> None:
+    """The classification view of `payload` in output `index`: one bar per text × policy on a
+    fixed 0..1 scale, width ∝ P(violation), the value beside it, texts and responses shown."""
+    c = payload["classification"]
+    texts, policies, probs = c["texts"], c["policies"], c["probabilities"]
+    rendered = view(page, index)
+    expect(rendered).to_have_attribute("data-kind", "classification")
+    assert rendered.locator(".jp-GemmaLab-token, .jp-GemmaLab-text").count() == 0
+    section = rendered.locator(".jp-GemmaLab-classification")
+    expect(section).to_have_attribute("data-texts", str(len(texts)))
+    expect(section).to_have_attribute("data-policies", str(len(policies)))
+    caption = section.locator(".jp-GemmaLab-toolbar")
+    for words in ("P(violation)", "ShieldGemma", '"Yes" / "No" logits', "shieldgemma model"):
+        expect(caption).to_contain_text(words)
+
+    items = section.locator(".jp-GemmaLab-classItem")
+    expect(items).to_have_count(len(texts))
+    rows = section.locator(".jp-GemmaLab-classRow")
+    expect(rows).to_have_count(len(texts) * len(policies))
+    flat = [p for row in probs for p in row]
+    shown = [float(v) for v in rows.evaluate_all("ns => ns.map(n => n.dataset.value)")]
+    assert shown == pytest.approx(flat, rel=1e-12)
+    where = rows.evaluate_all("ns => ns.map(n => [+n.dataset.text, +n.dataset.policyIndex])")
+    assert where == [[t, p] for t in range(len(texts)) for p in range(len(policies))]
+    assert section.locator(".jp-GemmaLab-classPolicy").all_text_contents() == policies * len(
+        texts)
+    assert section.locator(".jp-GemmaLab-classValue").all_text_contents() == [
+        format_prob(p) for p in flat]
+
+    # Fixed 0..1 scale: every track is as wide, a bar is P × the track, starting at its left.
+    tracks = section.locator(".jp-GemmaLab-classTrack")
+    boxes = tracks.evaluate_all("ns => ns.map(n => n.getBoundingClientRect().toJSON())")
+    width = boxes[0]["width"]
+    assert width > 100 and all(b["width"] == pytest.approx(width, abs=0.01) for b in boxes)
+    bars = section.locator(".jp-GemmaLab-classBar")
+    expect(bars).to_have_count(len(flat))
+    bar_boxes = bars.evaluate_all("ns => ns.map(n => n.getBoundingClientRect().toJSON())")
+    for p, bar, track in zip(flat, bar_boxes, boxes, strict=True):
+        assert bar["width"] == pytest.approx(p * width, abs=0.5), (p, bar["width"], width)
+        assert bar["left"] == pytest.approx(track["left"], abs=0.5)
+    # The 0.5 line sits in the middle of each track, and the legend marks 0.5 too.
+    middle = tracks.first.evaluate("n => parseFloat(getComputedStyle(n, '::after').left)")
+    assert middle == pytest.approx(width / 2, abs=0.5)
+    expect(section.locator('.jp-GemmaLab-scaleMarker[data-label="0.5"]')).to_have_count(1)
+    expect(section.locator('.jp-GemmaLab-scaleEnd[data-end="low"]')).to_have_text("0")
+    expect(section.locator('.jp-GemmaLab-scaleEnd[data-end="high"]')).to_have_text("1")
+
+    # Each text (and response) heads its bars as text; long ones are cut, full text on hover.
+    for i, text in enumerate(texts):
+        body = items.nth(i).locator(".jp-GemmaLab-classText .jp-GemmaLab-classBody")
+        expect(body).to_have_attribute("title", text)
+        expect(body).to_have_text(text if len(text) <= 160 else text[:159] + "…")
+        responses = items.nth(i).locator(".jp-GemmaLab-classResponse .jp-GemmaLab-classBody")
+        if c["responses"] is None:
+            expect(responses).to_have_count(0)
+        else:
+            expect(responses).to_have_text(c["responses"][i])
+            expect(responses).to_have_attribute("title", c["responses"][i])
+
+
+def test_classification_bars_show_p_violation_per_text_and_policy(
+        jupyter_server, browser_page, classifications):
+    page = browser_page
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    prompts = classifications["prompts"].to_dict()
+    responses = classifications["responses"].to_dict()
+    c = prompts["classification"]
+    assert prompts["kind"] == "classification" and prompts["tokens"] == []
+    assert prompts["text"] == "2 texts" and c["texts"][1] == HOSTILE and c["responses"] is None
+    assert len(c["probabilities"]) == 2 and all(len(row) == 3 for row in c["probabilities"])
+    assert responses["classification"]["policies"] == [HOSTILE_2]
+    assert len(LONG_TEXT) > 160
+    # The tiny model's P(violation) are all near 0.53; a copy of the real payload with spread
+    # values checks the widths and the neutral → red colour scale over the whole range.
+    spread = copy.deepcopy(prompts)
+    spread["classification"]["probabilities"] = [[0.0, 0.27, 0.52], [0.75, 0.98, 1.0]]
+    open_outputs(jupyter_server, page, "classification.ipynb",
+                 [bundle(classifications["prompts"]), {MIME: spread, "text/plain": "spread"},
+                  bundle(classifications["responses"])])
+
+    for index, payload in enumerate((prompts, spread, responses)):
+        check_classification(page, index, payload)
+    # Not a ShieldGemma: the view says the numbers mean little.
+    expect(view(page, 0).locator(".jp-GemmaLab-classNote")).to_contain_text(
+        f"{prompts['metadata']['model']} is not a ShieldGemma model")
+
+    # Colour: neutral grey at 0, redder (and less grey) as P(violation) rises.
+    colours = backgrounds(view(page, 1).locator(".jp-GemmaLab-classBar"))
+    redness = [r - (g + b) / 2 for r, g, b, _ in colours]
+    assert redness == sorted(redness) and redness[0] < 5 and redness[-1] > 100
+    assert max(colours[0][:3]) - min(colours[0][:3]) < 10
+    assert colours[-1][0] > 150 and colours[-1][1] < 60
+    lab.element_screenshot(view(page, 1), "classification_scale")
+
+    # Hover the highest bar of the real payload: the readout names text, policy, probability.
+    flat = [p for row in c["probabilities"] for p in row]
+    best = flat.index(max(flat))
+    text_index, policy_index = divmod(best, len(c["policies"]))
+    section = view(page, 0).locator(".jp-GemmaLab-classification")
+    row = section.locator(f'.jp-GemmaLab-classRow[data-text="{text_index}"]'
+                          f'[data-policy-index="{policy_index}"]')
+    row.locator(".jp-GemmaLab-classTrack").hover()
+    readout = section.locator(".jp-GemmaLab-classReadout")
+    expect(readout).to_contain_text(f'text {text_index + 1} "{c["texts"][text_index]}"')
+    expect(readout).to_contain_text(f'policy "{c["policies"][policy_index]}"')
+    expect(readout).to_contain_text(f"P(violation) = {max(flat):.4f}")
+    expect(row).to_have_class(re.compile(r"\bjp-mod-hover\b"))
+    expect(row.locator(".jp-GemmaLab-classTrack")).to_have_attribute(
+        "title", readout.inner_text())
+    lab.element_screenshot(view(page, 0), "classification")  # taken while a bar is hovered
+
+    # Responses, a long text and a hostile policy name: shown as text, readout JSON-quoted.
+    section = view(page, 2).locator(".jp-GemmaLab-classification")
+    expect(section.locator(".jp-GemmaLab-classPolicy").first).to_have_text(HOSTILE_2)
+    section.locator('.jp-GemmaLab-classRow[data-text="1"] .jp-GemmaLab-classTrack').hover()
+    readout = section.locator(".jp-GemmaLab-classReadout")
+    expect(readout).to_contain_text('text 2 "hi" · policy "' + HOSTILE_2.replace('"', '\\"'))
+    lab.element_screenshot(view(page, 2), "classification_responses")
+
+    for index in range(3):
+        assert view(page, index).evaluate(
+            "root => root.querySelectorAll('img, script, svg[onload]').length") == 0
     assert page.evaluate("() => window.__pwned === undefined")
     assert dialogs == []
 
