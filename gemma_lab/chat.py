@@ -11,9 +11,9 @@ Gemma 1, 2 and 3 share one turn format (the official `tokenizer_config.json` tem
 A system prompt has no turn of its own: it is folded into the first user turn (as written).
 Each message is stripped of surrounding whitespace, as the template's `| trim` does. The
 prompt is tokenized the way transformers tokenizes a rendered template: the text between
-special tokens is encoded piece by piece and the special tokens are inserted by id. Generation stops at `<end_of_turn>`;
-a turn joins the history only when its reply is complete (an interrupted or stopped turn
-leaves the history as it was).
+special tokens is encoded piece by piece and the special tokens are inserted by id.
+Generation stops at `<end_of_turn>`; a turn joins the history only when its reply is
+complete (an interrupted or stopped turn leaves the history as it was).
 """
 
 from __future__ import annotations
