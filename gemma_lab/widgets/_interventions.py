@@ -70,7 +70,7 @@ class InterventionsPanel(w.VBox):
                 button = w.ToggleButton(value=False, description=f"{head}",
                                         tooltip=f"layer {layer_index} head {head}: off when "
                                                 "pressed", layout=w.Layout(width="34px"))
-                button.observe(lambda _: self.refresh(), names="value")
+                button.observe(self._on_toggle, names="value")
                 self.head_buttons[(layer_index, head)] = button
                 buttons.append(button)
             rows.append(w.HBox([w.Label(f"L{layer_index}", layout=w.Layout(width="34px")),
@@ -83,15 +83,20 @@ class InterventionsPanel(w.VBox):
         steering = [self.layer, self.scale] if self.vector is not None else [
             w.Label("Pass vector=lab.steering_vector(...) to steer.")]
         self.strip = TokenStrip()
+        self.legend = w.Label(value="")
         for control in (self.layer, self.scale):
             control.observe(lambda _: self.refresh(), names="value")
         self.score_button.on_click(lambda _: self.refresh(force=True))
         super().__init__([
             self.text, w.HBox([self.score_button, self.status]),
             w.HTML("<b>Heads</b> (pressed = zero-ablated)"), self.heads_box,
-            w.HBox(steering), self.strip,
+            w.HBox(steering), self.strip, self.legend,
         ])
         self.add_class("gemma-lab-interventions")
+
+    def _on_toggle(self, change: Any) -> None:
+        change.owner.button_style = "danger" if change.new else ""  # pressed heads stand out
+        self.refresh()
 
     @property
     def ablated(self) -> list[tuple[int, int]]:
@@ -155,8 +160,9 @@ class InterventionsPanel(w.VBox):
             for i, piece in enumerate(comparison.tokens_b)]
         self.status.value = (f"Σ Δ log p = {comparison.total_diff:+.3f} over {len(diff)} "
                              f"tokens · {len(self.ablated)} heads off · steering "
-                             f"{self.scale.value:+g} at layer {self.layer.value} · blue: "
-                             "likelier with interventions, red: less likely")
+                             f"{self.scale.value:+g} at layer {self.layer.value}")
+        self.legend.value = ("blue: likelier with interventions, red: less likely; full colour "
+                             f"= |Δ log p| {scale:.3g} · hover a token for both values")
 
     def _set_busy(self, busy: bool) -> None:
         self.score_button.disabled = busy

@@ -36,6 +36,8 @@ function render({ model, el }) {
       span.style.background = colour(token);
       span.style.cursor = token.role === "prompt" ? "default" : "pointer";
       span.style.borderRadius = "3px";
+      // a hairline between tokens, so neighbours of one colour stay two tokens
+      span.style.boxShadow = "inset -1px 0 0 rgba(0, 0, 0, 0.18)";
       if (token.prob !== null && token.prob !== undefined) {
         span.dataset.prob = token.prob.toFixed(4);
       }
