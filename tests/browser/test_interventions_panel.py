@@ -84,7 +84,7 @@ def test_interventions_panel_ablates_a_head_and_steers(jupyter_server, browser_p
     assert all(TITLE.match(title) for title in titles), titles
     deltas = [float(re.search(r"Δ ([+-]\d+\.\d{3})", t).group(1)) for t in titles]
     biggest = max(abs(d) for d in deltas)
-    for style, title, delta in zip(styles, titles, deltas):
+    for style, title, delta in zip(styles, titles, deltas, strict=True):
         hue, alpha = _hue_and_alpha(style)
         assert hue in (210, 0), f"background is neither blue nor red: {style!r}"
         # Blue for Δ >= 0, red for Δ < 0; opacity |Δ| / max |Δ| (titles round Δ to 3 places).
