@@ -184,6 +184,11 @@ def _policies(policy: str | Sequence[str] | Mapping[str, str] | None, response: 
     return pairs
 
 
+def _token_of(tokenizer: Any, word: str) -> int:
+    piece = tokenizer.piece_id(word)
+    return piece if piece is not None else tokenizer.encode(word)[0]
+
+
 def _yes_no_logits(run: ForwardPass, token_ids: Any, padding_mask: Any, last: Any,
                    yes_no: Any) -> Any:
     ops = import_keras().ops
@@ -218,8 +223,7 @@ def classify(runtime: ModelRuntime, texts: str | Sequence[str],
     tokenizer = runtime.tokenizer
     # The vocabulary entries "Yes" / "No" (model card: vocab["Yes"]); a vocabulary without
     # them (a tiny test model) uses the first token each encodes to.
-    yes_no = [tokenizer.piece_id(word) if tokenizer.piece_id(word) is not None
-              else tokenizer.encode(word)[0] for word in ("Yes", "No")]
+    yes_no = [_token_of(tokenizer, word) for word in ("Yes", "No")]
     compiled = runtime.compiled("classify", lambda run: compiled_pass(run, _yes_no_logits),
                                 runtime.active_hooks)
     probabilities = np.zeros((len(batch), len(pairs)))

@@ -159,6 +159,8 @@ def compare(runtime: ModelRuntime, a: Any, b: Any = None, *, hooks: HookSet | No
         >>> compare(runtime, "hello world", "hello there").labels
         ("'hello world'", "'hello there'")
     """
+    if labels is not None and (len(labels) != 2 or not all(isinstance(x, str) for x in labels)):
+        raise InputError("labels must be two strings, e.g. labels=('base', 'tuned').")
     forms = sum(x is not None for x in (b, hooks, adapter))
     if forms != 1:
         raise InputError("compare() takes one of: a second run (compare(a, b)), hooks= (a "
@@ -190,12 +192,9 @@ def compare(runtime: ModelRuntime, a: Any, b: Any = None, *, hooks: HookSet | No
             base = _run(score_text(runtime, a), "base model")
         with adapters.using(str(name)):
             pair = (base, _run(score_text(runtime, a), f"adapter {name}"))
-    result = _pair(*pair)
     if labels is not None:
-        if len(labels) != 2 or not all(isinstance(x, str) for x in labels):
-            raise InputError("labels must be two strings, e.g. labels=('base', 'tuned').")
-        result = _pair({**pair[0], "label": labels[0]}, {**pair[1], "label": labels[1]})
-    return result
+        pair = ({**pair[0], "label": labels[0]}, {**pair[1], "label": labels[1]})
+    return _pair(*pair)
 
 
 __all__ = ["Comparison", "compare"]

@@ -206,7 +206,7 @@ def to_html(data: Mapping[str, Any]) -> str:
         scores, colour_by = [0.0] * len(tokens), "none"  # the grid below carries the numbers
     spans = []
     if data.get("prompt") and not any(t.get("role") == "prompt" for t in tokens) and (
-            kind not in ("comparison",)):
+            kind != "comparison"):
         spans.append(tag("span", data["prompt"], class_=f"{_CSS_PREFIX}-prompt",
                          title="prompt"))
     for position, token in enumerate(tokens):
@@ -232,20 +232,21 @@ def _comparison_diffs(data: Mapping[str, Any]) -> list[float] | None:
     comparison = data.get("comparison")
     if not comparison:
         return None
-    diffs = [float(d or 0.0) for d in comparison.get("diff", [])]
-    scale = max((abs(d) for d in diffs), default=0.0) or 1.0
-    normalised = [d / scale for d in diffs]
-    return normalised + [0.0] * (len(data.get("tokens", [])) - len(normalised))
+    return _scaled_per_token(comparison.get("diff", []), len(data.get("tokens", [])))
 
 
 def _attribution_scores(data: Mapping[str, Any]) -> list[float] | None:
     attribution = data.get("attribution")
     if not attribution or any(t.get("prob") is not None for t in data.get("tokens", [])):
         return None
-    scores = [float(s or 0.0) for s in attribution.get("scores", [])]
-    scale = max((abs(s) for s in scores), default=0.0) or 1.0
-    normalised = [s / scale for s in scores]
-    return normalised + [0.0] * (len(data.get("tokens", [])) - len(normalised))
+    return _scaled_per_token(attribution.get("scores", []), len(data.get("tokens", [])))
+
+
+def _scaled_per_token(values: Sequence[float | None], tokens: int) -> list[float]:
+    """`values` divided by their largest |value| (missing as 0), padded with 0 to `tokens`."""
+    numbers = [float(v or 0.0) for v in values]
+    scale = max((abs(v) for v in numbers), default=0.0) or 1.0
+    return [v / scale for v in numbers] + [0.0] * (tokens - len(numbers))
 
 
 def _token_span(token: Mapping[str, Any], attribution: float | None) -> Html:

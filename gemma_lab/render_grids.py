@@ -20,12 +20,19 @@ STYLE = Html(f"""
 """)
 
 
-def _diverging(value: float | None, scale: float) -> str | None:
-    """Blue for positive, red for negative, alpha by |value| / scale."""
-    if value is None:
-        return None
+def diverging_colour(value: float, scale: float) -> str:
+    """Blue for positive, red for negative, alpha by |value| / scale (capped at 1).
+
+    Example:
+        >>> diverging_colour(1.0, 1.0), diverging_colour(-0.5, 1.0)
+        ('hsla(210,80%,55%,1.000)', 'hsla(0,80%,55%,0.500)')
+    """
     hue = 210 if value >= 0 else 0
-    return f"background:hsla({hue},80%,55%,{min(abs(value) / (scale or 1.0), 1.0):.3f})"
+    return f"hsla({hue},80%,55%,{min(abs(value) / (scale or 1.0), 1.0):.3f})"
+
+
+def _diverging(value: float | None, scale: float) -> str | None:
+    return None if value is None else f"background:{diverging_colour(value, scale)}"
 
 
 def _sequential(value: float | None, low: float, high: float) -> str | None:
@@ -135,4 +142,4 @@ def _number(value: Any) -> str:
 VIEWS = {"patching": patching_html, "logit_attribution": logit_attribution_html,
          "cache": cache_html, "classification": classification_html}
 
-__all__ = ["STYLE", "VIEWS", "heatmap_table"]
+__all__ = ["STYLE", "VIEWS", "diverging_colour", "heatmap_table"]

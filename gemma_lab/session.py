@@ -307,7 +307,7 @@ class GemmaLab:
             >>> ablated != lab.score("hello world").total_logprob
             True
         """
-        hook_set = hooks if isinstance(hooks, HookSet) else HookSet.of(hooks)
+        hook_set = _hook_set(hooks)
         with self.runtime.hooked(hook_set):
             yield hook_set
 
@@ -388,8 +388,7 @@ class GemmaLab:
             True
         """
         self.runtime.ensure_idle("compare runs")
-        hook_set = None if hooks is None else (
-            hooks if isinstance(hooks, HookSet) else HookSet.of(hooks))
+        hook_set = None if hooks is None else _hook_set(hooks)
         return compare(self.runtime, a, b, hooks=hook_set, adapter=adapter,
                        adapters=self.adapters, labels=labels)
 
@@ -455,6 +454,10 @@ class GemmaLab:
 
     def __repr__(self) -> str:
         return f"<GemmaLab {self.model_id} on {self.backend}, {self.dtype}>"
+
+
+def _hook_set(hooks: Hooks) -> HookSet:
+    return hooks if isinstance(hooks, HookSet) else HookSet.of(hooks)
 
 
 def load(spec: str | os.PathLike[str] | None = None, dtype: str = "float32",

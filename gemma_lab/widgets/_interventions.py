@@ -15,6 +15,7 @@ import ipywidgets as w
 import numpy as np
 
 from gemma_lab import interventions as iv
+from gemma_lab.render_grids import diverging_colour
 from gemma_lab.widgets._background import BackgroundJob
 from gemma_lab.widgets._token_strip import TokenStrip, token_entry
 
@@ -22,17 +23,6 @@ if TYPE_CHECKING:
     from gemma_lab.comparison import Comparison
     from gemma_lab.interventions import HookSet
     from gemma_lab.session import GemmaLab
-
-
-def diff_colour(value: float, scale: float) -> str:
-    """Blue where the intervened model finds the token likelier, red where less likely.
-
-    Example:
-        >>> diff_colour(1.0, 1.0), diff_colour(-0.5, 1.0)
-        ('hsla(210,80%,55%,1.000)', 'hsla(0,80%,55%,0.500)')
-    """
-    hue = 210 if value >= 0 else 0
-    return f"hsla({hue},80%,55%,{min(abs(value) / (scale or 1.0), 1.0):.3f})"
 
 
 class InterventionsPanel(w.VBox):
@@ -156,7 +146,7 @@ class InterventionsPanel(w.VBox):
         self.strip.tokens = [
             token_entry(piece, None, "scored",
                         f"log p {comparison.logprobs_a[i]:.3f} → {comparison.logprobs_b[i]:.3f}"
-                        f" (Δ {diff[i]:+.3f})", colour=diff_colour(float(diff[i]), scale))
+                        f" (Δ {diff[i]:+.3f})", colour=diverging_colour(float(diff[i]), scale))
             for i, piece in enumerate(comparison.tokens_b)]
         self.status.value = (f"Σ Δ log p = {comparison.total_diff:+.3f} over {len(diff)} "
                              f"tokens · {len(self.ablated)} heads off · steering "
@@ -182,4 +172,4 @@ def interventions_panel(lab: GemmaLab, **options: Any) -> InterventionsPanel:
     return InterventionsPanel(lab, **options)
 
 
-__all__ = ["InterventionsPanel", "diff_colour", "interventions_panel"]
+__all__ = ["InterventionsPanel", "interventions_panel"]

@@ -28,7 +28,7 @@ panel"""
 
 
 def _rgb(hue: int) -> tuple[int, int, int]:
-    """The sRGB of hsl(hue, 80%, 55%): Chromium stores diff_colour's hsla() as rgba()."""
+    """The sRGB of hsl(hue, 80%, 55%): Chromium stores diverging_colour's hsla() as rgba()."""
     r, g, b = colorsys.hls_to_rgb(hue / 360, 0.55, 0.80)
     return round(r * 255), round(g * 255), round(b * 255)
 
