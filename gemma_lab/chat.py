@@ -8,7 +8,16 @@ Gemma 1, 2 and 3 share one turn format (the official `tokenizer_config.json` tem
     {reply}<end_of_turn>
     <start_of_turn>model            <- the generation prompt
 
-A system prompt has no turn of its own: it is folded into the first user turn (as written).
+A system prompt has no turn of its own there: it is folded into the first user turn (as
+written). Gemma 4 marks turns with `<|turn>` / `<turn|>` and gives a system prompt its own
+turn (`GEMMA4`):
+
+    <bos><|turn>system
+    {system}<turn|>
+    <|turn>user
+    {message}<turn|>
+    <|turn>model
+
 Each message is stripped of surrounding whitespace, as the template's `| trim` does. The
 prompt is tokenized the way transformers tokenizes a rendered template: the text between
 special tokens is encoded piece by piece and the special tokens are inserted by id.
@@ -36,6 +45,30 @@ START, END = "<start_of_turn>", "<end_of_turn>"
 
 
 @dataclass(frozen=True)
+class Template:
+    """A Gemma turn format: the turn markers and where a system prompt goes."""
+
+    name: str
+    start: str
+    end: str
+    system_turn: bool  # False: folded into the first user turn (Gemma 1-3)
+
+
+GEMMA = Template("Gemma 1-3", START, END, system_turn=False)
+GEMMA4 = Template("Gemma 4", "<|turn>", "<turn|>", system_turn=True)
+
+
+def template_for(family: str) -> Template:
+    """The chat template of a model family ("Gemma 1" .. "Gemma 4").
+
+    Example:
+        >>> template_for("Gemma 4").end, template_for("Gemma 3").end
+        ('<turn|>', '<end_of_turn>')
+    """
+    return GEMMA4 if family == "Gemma 4" else GEMMA
+
+
+@dataclass(frozen=True)
 class Turn:
     """One message of a conversation: `role` "user" or "model", and its text."""
 
@@ -46,24 +79,31 @@ class Turn:
         return {"role": self.role, "content": self.content}
 
 
-def render(turns: Sequence[Turn], system: str | None = None) -> str:
-    """The Gemma chat template for `turns`, ending with the model's generation prompt
-    (without `<bos>`, which `encode` adds).
+def render(turns: Sequence[Turn], system: str | None = None,
+           template: Template = GEMMA) -> str:
+    """The chat template for `turns`, ending with the model's generation prompt (without
+    `<bos>`, which `encode` adds).
 
     Example:
         >>> render([Turn("user", " Hi ")], system="Be brief.")
         '<start_of_turn>user\\nBe brief.\\n\\nHi<end_of_turn>\\n<start_of_turn>model\\n'
+        >>> render([Turn("user", "Hi")], system="Be brief.", template=GEMMA4)
+        '<|turn>system\\nBe brief.<turn|>\\n<|turn>user\\nHi<turn|>\\n<|turn>model\\n'
     """
+    start, end = template.start, template.end
     parts = []
+    if system and template.system_turn:
+        parts.append(f"{start}system\n{system.strip()}{end}\n")
     for index, turn in enumerate(turns):
-        prefix = f"{system}\n\n" if index == 0 and system else ""  # not trimmed, as official
-        parts.append(f"{START}{turn.role}\n{prefix}{turn.content.strip()}{END}\n")
-    return "".join(parts) + f"{START}model\n"
+        folded = index == 0 and system and not template.system_turn
+        prefix = f"{system}\n\n" if folded else ""  # not trimmed, as official
+        parts.append(f"{start}{turn.role}\n{prefix}{turn.content.strip()}{end}\n")
+    return "".join(parts) + f"{start}model\n"
 
 
-def encode(tokenizer: Tokenizer, text: str) -> list[int]:
-    """`<bos>` and the ids of a rendered template: text between `<start_of_turn>` /
-    `<end_of_turn>` encoded as plain text, the markers as their own ids.
+def encode(tokenizer: Tokenizer, text: str, template: Template = GEMMA) -> list[int]:
+    """`<bos>` and the ids of a rendered template: text between the turn markers encoded
+    as plain text, the markers as their own ids.
 
     Example:
         >>> from gemma_lab.testing import tiny_tokenizer
@@ -72,11 +112,12 @@ def encode(tokenizer: Tokenizer, text: str) -> list[int]:
         >>> ids[:2] == [tok.bos_id, tok.start_of_turn_id], ids.count(tok.end_of_turn_id)
         (True, 1)
     """
-    specials = {START: tokenizer.start_of_turn_id, END: tokenizer.end_of_turn_id}
+    specials = {template.start: tokenizer.piece_id(template.start),
+                template.end: tokenizer.piece_id(template.end)}
     if None in specials.values():
         raise NotAvailableError(
-            "This model's vocabulary has no <start_of_turn> / <end_of_turn> tokens, so it has "
-            "no Gemma chat template. Use lab.generate with your own prompt.")
+            f"This model's vocabulary has no {template.start} / {template.end} tokens, so it "
+            f"has no {template.name} chat template. Use lab.generate with your own prompt.")
     ids = [tokenizer.bos_id]
     rest = text
     while rest:
@@ -129,8 +170,9 @@ class Chat:
             raise InputError("The system prompt is set when a conversation starts; call "
                              "lab.reset_chat() to start one with a new system prompt.")
         system = self.system if system is None else system
-        text = render([*self.turns, Turn("user", message)], system)
-        return text, encode(self.runtime.tokenizer, text)
+        template = template_for(self.runtime.adapter.family)
+        text = render([*self.turns, Turn("user", message)], system, template)
+        return text, encode(self.runtime.tokenizer, text, template)
 
     def stream(self, message: str, system: str | None = None,
                max_new_tokens: int = defaults.MAX_NEW_TOKENS,
@@ -176,4 +218,5 @@ class Chat:
         return reply
 
 
-__all__ = ["END", "ROLES", "START", "Chat", "Turn", "encode", "render"]
+__all__ = ["END", "GEMMA", "GEMMA4", "ROLES", "START", "Chat", "Template", "Turn", "encode",
+           "render", "template_for"]

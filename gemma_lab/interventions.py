@@ -113,7 +113,7 @@ class AblateHeads:
         shape.check_layer(self.layer)
         for head in self.heads:
             shape.check_head(self.layer, head)
-        want = (shape.num_heads, shape.head_dim)
+        want = (shape.num_heads, shape.layer_head_dim(self.layer))
         if self.means is not None and self.means.shape != want:
             raise InputError(f"The mean attn.z of layer {self.layer} has shape "
                              f"{self.means.shape}; this model's is {want}: the reference "
@@ -134,6 +134,11 @@ class AblateNeurons:
 
     def check(self, shape: ModelShape) -> None:
         shape.check_layer(self.layer)
+        if shape.names and f"blocks.{self.layer}.mlp.post" not in shape.names:
+            raise InputError(
+                "This model has no MLP neuron point: keras-hub's Gemma 4 block multiplies its "
+                "MLP kernels directly. Ablate its experts (iv.ablate_experts) or hook "
+                f"'blocks.{self.layer}.mlp_out' instead.")
         bad = [n for n in self.neurons if not 0 <= n < shape.mlp_dim]
         if bad:
             raise InputError(f"Neurons {bad[:5]} of layer {self.layer} are out of range: this "
@@ -144,6 +149,28 @@ class AblateNeurons:
 
     def __call__(self, post: Any, ctx: HookContext) -> Any:
         return _ablated(post, axis=2, indices=self.neurons, means=self.means)
+
+
+@dataclass(frozen=True, eq=False)
+class AblateExperts:
+    """Zero experts' dispatch weights in `blocks.{layer}.moe.router`: those experts add
+    nothing to any token (the other chosen experts keep their weights)."""
+
+    layer: int
+    experts: tuple[int, ...]
+
+    def check(self, shape: ModelShape) -> None:
+        shape.check_layer(self.layer)
+        if not shape.experts:
+            raise InputError("This model has no mixture-of-experts layers to ablate experts in "
+                             "(Gemma 4 26B-A4B-style models have them).")
+        bad = [e for e in self.experts if not 0 <= e < shape.experts]
+        if bad:
+            raise InputError(f"Experts {bad[:5]} of layer {self.layer} are out of range: this "
+                             f"model has experts 0..{shape.experts - 1}.")
+
+    def __call__(self, weights: Any, ctx: HookContext) -> Any:
+        return _ablated(weights, axis=2, indices=self.experts, means=None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,6 +297,28 @@ def ablate_neurons(layer: int, neurons: Iterable[int] | int, mode: str = "zero",
                                            mode, means)})
 
 
+def ablate_experts(layer: int, experts: Iterable[int] | int) -> HookSet:
+    """Switch off mixture-of-experts experts of `layer` (Gemma 4 MoE models): their
+    dispatch weights (`blocks.{layer}.moe.router`) become zero for every token.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> lab = tiny_session("gemma4")
+        >>> with lab.hooks(ablate_experts(0, [0, 1])):
+        ...     ablated = lab.score("hello world").total_logprob
+        >>> ablated != lab.score("hello world").total_logprob
+        True
+    """
+    values = [experts] if isinstance(experts, (int, np.integer)) else list(experts)
+    if not values or any(not isinstance(e, (int, np.integer)) or isinstance(e, bool)
+                         for e in values):
+        raise InputError(f"experts must be expert indices, got {experts!r}.")
+    if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool):
+        raise InputError(f"layer must be a block index, got {layer!r}.")
+    return HookSet.of({f"blocks.{int(layer)}.moe.router": AblateExperts(
+        int(layer), tuple(sorted({int(e) for e in values})))})
+
+
 def add(vector: Any, layer: int, scale: float = 1.0,
         positions: Iterable[int] | int | None = None) -> HookSet:
     """Steer: add `scale * vector` to the residual stream leaving block `layer`
@@ -335,4 +384,5 @@ def patch(cache: Any, names: str | Sequence[str] | None = None,
     return HookSet.of(fns)
 
 
-__all__ = ["MODES", "HookSet", "ablate_heads", "ablate_neurons", "add", "patch"]
+__all__ = ["MODES", "HookSet", "ablate_experts", "ablate_heads", "ablate_neurons", "add",
+           "patch"]

@@ -23,6 +23,7 @@ class ModelInfo:
     model: str
     source: str
     architecture: str
+    family: str  # "Gemma 1" .. "Gemma 4"
     parameters: int
     num_layers: int
     num_query_heads: int
@@ -38,13 +39,23 @@ class ModelInfo:
     mesh: MeshInfo | None = None  # how the model is spread over devices (distribution=...)
     device_weights_bytes: dict[str, int] | None = None  # weight bytes each device holds
     device_memory_bytes: dict[str, int] | None = None  # in use per accelerator (not on CPU)
+    features: tuple[str, ...] = ()  # what gemma_lab runs on this model (`gemma_lab.features`)
+    not_supported: dict[str, str] | None = None  # feature -> why not
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
-        rows = [f"{field.name:>20}: {getattr(self, field.name)}" for field in fields(self)
-                if getattr(self, field.name) is not None or field.name not in _MESH_FIELDS]
+        rows = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.name in _MESH_FIELDS:
+                continue
+            if field.name == "features":
+                value = ", ".join(value)
+            elif field.name == "not_supported":
+                value = "; ".join(f"{k} ({why})" for k, why in (value or {}).items()) or "-"
+            rows.append(f"{field.name:>20}: {value}")
         return "\n".join(rows)
 
 
@@ -56,6 +67,8 @@ def model_info(runtime: ModelRuntime) -> ModelInfo:
         >>> model_info(tiny_runtime()).num_layers
         2
     """
+    from gemma_lab import features
+
     backbone = runtime.backbone
     weights_bytes = sum(
         math.prod(v.shape) * _DTYPE_BYTES.get(str(v.dtype), 4) for v in backbone.weights
@@ -71,6 +84,7 @@ def model_info(runtime: ModelRuntime) -> ModelInfo:
         model=runtime.model_id,
         source=runtime.loaded.source,
         architecture=type(backbone).__name__.replace("Backbone", ""),
+        family=runtime.adapter.family,
         parameters=int(backbone.count_params()),
         num_layers=backbone.num_layers,
         num_query_heads=backbone.num_query_heads,
@@ -86,6 +100,8 @@ def model_info(runtime: ModelRuntime) -> ModelInfo:
         mesh=mesh,
         device_weights_bytes=device_weights,
         device_memory_bytes=device_memory,
+        features=features.supported(runtime.adapter),
+        not_supported=features.unsupported(runtime.adapter),
     )
 
 

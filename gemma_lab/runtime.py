@@ -24,14 +24,13 @@ from gemma_lab.forward import (
     ForwardPass,
     HookSet,
     adapter_for,
-    point_names,
 )
 from gemma_lab.models.loading import LoadedModel
 from gemma_lab.sampling import SamplerConfig
 from gemma_lab.tokenizer import Tokenizer
 
 T = TypeVar("T")
-_CONTEXT_BY_ARCH = {"GemmaBackbone": 8192, "Gemma3Backbone": 32768}
+_CONTEXT_BY_ARCH = {"GemmaBackbone": 8192, "Gemma3Backbone": 32768, "Gemma4Backbone": 131072}
 # Compiled function sets kept for hook sets other than "no hooks" (least recently used go).
 MAX_HOOKED_COMPILED = 8
 
@@ -102,7 +101,7 @@ class ModelRuntime:
 
     # --- hooks and compiled code -------------------------------------------------------------
     def hook_points(self) -> list[str]:
-        return point_names(self.adapter.num_layers)
+        return self.adapter.point_names()
 
     def check_hooks(self, hooks: HookSet) -> HookSet:
         """`hooks` if its points exist here and its self-checking hooks fit this model."""

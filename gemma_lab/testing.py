@@ -20,9 +20,14 @@ _CORPUS = [
 TINY_HPARAMS = dict(num_query_heads=4, num_key_value_heads=2, hidden_dim=32, head_dim=8)
 
 
+# Gemma 4's turn markers, and the video placeholder keras-hub's Gemma 4 converter expects.
+GEMMA4_SPECIALS = ("<|turn>", "<turn|>", "<|video|>")
+
+
 @functools.cache
-def tiny_proto(vocab_size: int = 320) -> bytes:
-    """A small SentencePiece BPE proto with Gemma's special tokens and ids.
+def tiny_proto(vocab_size: int = 320, extra_specials: tuple[str, ...] = ()) -> bytes:
+    """A small SentencePiece BPE proto with Gemma's special tokens and ids (`extra_specials`
+    add control tokens after them, e.g. `GEMMA4_SPECIALS`).
 
     Example:
         >>> len(tiny_proto()) > 1000
@@ -46,7 +51,7 @@ def tiny_proto(vocab_size: int = 320) -> bytes:
         eos_piece="<eos>",
         bos_piece="<bos>",
         unk_piece="<unk>",
-        control_symbols=["<start_of_turn>", "<end_of_turn>", "<mask>"],
+        control_symbols=["<start_of_turn>", "<end_of_turn>", "<mask>", *extra_specials],
         user_defined_symbols=["\n\n", "▁▁"],
         add_dummy_prefix=False,
         remove_extra_whitespaces=False,
@@ -71,7 +76,8 @@ def tiny_backbone(architecture: str = "gemma3", num_layers: int = 2, seed: int =
 
 def tiny_causal_lm(architecture: str = "gemma3", num_layers: int = 2, seed: int = 0,
                    dtype: str = "float32", **hparams: int) -> Any:
-    """A random keras-hub CausalLM (with preprocessor) of the given architecture.
+    """A random keras-hub CausalLM (with preprocessor) of the given architecture: "gemma",
+    "gemma2", "gemma3" or "gemma4" (see `tiny_gemma4`).
 
     `hparams` override `TINY_HPARAMS` (num_query_heads, num_key_value_heads, hidden_dim,
     head_dim), e.g. 8 heads so that every weight axis divides an 8-device mesh.
@@ -82,6 +88,8 @@ def tiny_causal_lm(architecture: str = "gemma3", num_layers: int = 2, seed: int 
         >>> tiny_causal_lm(num_query_heads=8, num_key_value_heads=8).backbone.num_query_heads
         8
     """
+    if architecture == "gemma4":
+        return tiny_gemma4(num_layers=max(num_layers, 4), seed=seed, dtype=dtype, **hparams)
     from gemma_lab.backend import import_keras
     from gemma_lab.models.gguf_convert import build_causal_lm
     from gemma_lab.models.gguf_file import GemmaHyperParams
@@ -105,21 +113,191 @@ def tiny_causal_lm(architecture: str = "gemma3", num_layers: int = 2, seed: int 
     return causal_lm
 
 
-def _randomise_norms(backbone: Any, seed: int) -> None:
-    # keras-hub initialises RMSNorm scales to zero; random ones make conversion bugs visible.
+def tiny_gemma4(num_layers: int = 4, seed: int = 0, dtype: str = "float32", moe: bool = True,
+                per_layer: bool = True, kv_shared: int = 2, **hparams: Any) -> Any:
+    """A random keras-hub `Gemma4CausalLM` with Gemma 4's text features on: sliding and
+    global layers alternating (global ones with wider heads and one KV head whose values
+    reuse the key projection), the last `kv_shared` layers reusing earlier layers' keys and
+    values, per-layer embeddings (`per_layer`) and a 4-expert mixture of experts beside the
+    dense MLP (`moe`); final logit soft cap 30. `hparams` override the Gemma4Backbone's.
+
+    Example:
+        >>> model = tiny_gemma4()
+        >>> [block.is_kv_shared_layer for block in model.backbone.transformer_layers]
+        [False, False, True, True]
+    """
+    from gemma_lab.backend import import_keras
+
+    keras = import_keras()  # before keras_hub, which would start Keras on its default backend
+    import keras_hub
+
+    from gemma_lab.backend import to_numpy
+
+    keras.utils.set_random_seed(seed)
+    config: dict[str, Any] = dict(
+        vocabulary_size=len_vocab(GEMMA4_SPECIALS), image_size=None, num_layers=num_layers,
+        num_query_heads=4, num_key_value_heads=2, hidden_dim=32, intermediate_dim=64,
+        head_dim=8, global_head_dim=16, num_global_key_value_heads=1, sliding_window_size=4,
+        sliding_window_pattern=2, num_kv_shared_layers=kv_shared,
+        hidden_size_per_layer_input=8 if per_layer else 0, enable_moe_block=moe,
+        num_experts=4 if moe else None, expert_intermediate_dim=16 if moe else None,
+        num_experts_per_token=2, dtype=dtype)
+    config.update(hparams)
+    backbone = keras_hub.models.Gemma4Backbone(**config)
+    tokenizer = keras_hub.models.Gemma4Tokenizer(
+        proto=tiny_proto(extra_specials=GEMMA4_SPECIALS), has_vision_tokens=False,
+        has_video_tokens=False)
+    preprocessor = keras_hub.models.Gemma4CausalLMPreprocessor(tokenizer=tokenizer,
+                                                               sequence_length=64)
+    causal_lm = keras_hub.models.Gemma4CausalLM(preprocessor=preprocessor, backbone=backbone,
+                                                final_logit_cap=30.0)
+    _randomise_norms(backbone, seed, around=1.0)  # Gemma 4's norms multiply by the scale
+    # keras-hub's fan-in initialiser gives near-uniform next-token distributions at this
+    # size; unit-variance embeddings give logits that differ (so interventions show).
+    # keras-hub starts the router and expert bank at zero; random weights make them count.
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 1)
+    embeddings = backbone.token_embedding.embeddings
+    embeddings.assign(rng.normal(0, 1, size=tuple(embeddings.shape)).astype(embeddings.dtype))
+    for weight in backbone.weights:
+        if weight.trainable and not np.any(to_numpy(weight)):
+            weight.assign(rng.normal(0, 0.2, size=tuple(weight.shape)).astype(weight.dtype))
+    return causal_lm
+
+
+# --- tiny Hugging Face checkpoints (transformers writes them) -----------------------------------
+def _hf_tokenizer(directory: Path, extra_specials: tuple[str, ...]) -> int:
+    """tokenizer.json / tokenizer_config.json of `tiny_proto(extra_specials=...)`, converted
+    by transformers' own GemmaTokenizer; returns the vocabulary size."""
+    import json
+
+    from gemma_lab.backend import import_keras
+
+    import_keras()
+    from transformers import GemmaTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tokenizer.model").write_bytes(tiny_proto(extra_specials=extra_specials))
+        tokenizer = GemmaTokenizer.from_pretrained(tmp)
+        tokenizer.save_pretrained(directory)
+    config_path = directory / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    for key in ("vocab_file", "is_local", "local_files_only"):  # the temporary folder's
+        config.pop(key, None)
+    config_path.write_text(json.dumps(config, indent=2))
+    (directory / "tokenizer.model").unlink(missing_ok=True)
+    return len(tokenizer)
+
+
+def _randomise_torch(model: Any, seed: int) -> None:
+    """Every float parameter and buffer redrawn: matrices N(0, 0.2), vectors (norm scales,
+    router and expert scales, layer scalars) U(0.5, 1.5), so a converter that drops one or
+    confuses `w` with `1 + w` shows in the logits."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, tensor in sorted(model.state_dict().items()):
+            if not tensor.is_floating_point():
+                continue
+            if tensor.ndim <= 1:
+                new = 0.5 + torch.rand(tensor.shape, generator=generator)
+            else:
+                new = torch.randn(tensor.shape, generator=generator) * 0.2
+            tensor.copy_(new.to(tensor.dtype))
+
+
+def tiny_hf_folder(architecture: str = "gemma4", directory: str | Path | None = None,
+                   seed: int = 0, **config: Any) -> Path:
+    """A tiny random Hugging Face checkpoint written by transformers' own `save_pretrained`
+    (config.json, model.safetensors, tokenizer.json): "gemma3" (Gemma3ForCausalLM) or
+    "gemma4" (Gemma4ForCausalLM with per-layer embeddings, a 4-expert mixture of experts and
+    KV sharing on; `config` overrides Gemma4TextConfig / Gemma3TextConfig fields).
+
+    Example:
+        >>> (tiny_hf_folder("gemma3") / "model.safetensors").is_file()
+        True
+    """
+    from gemma_lab.backend import import_keras
+
+    import_keras()  # first: transformers may import Keras, which would start it on TensorFlow
+    import torch
+    import transformers
+
+    directory = Path(directory or tempfile.mkdtemp(prefix=f"gemma_lab_hf_{architecture}_"))
+    directory.mkdir(parents=True, exist_ok=True)
+    specials = GEMMA4_SPECIALS if architecture == "gemma4" else ()
+    vocabulary = _hf_tokenizer(directory, specials)
+    common = dict(vocab_size=vocabulary, hidden_size=32, intermediate_size=64,
+                  num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
+                  head_dim=16, hidden_activation="gelu_pytorch_tanh",
+                  max_position_embeddings=512, rms_norm_eps=1e-6, sliding_window=4,
+                  layer_types=["sliding_attention", "full_attention"] * 2,
+                  final_logit_softcapping=30.0, tie_word_embeddings=True, pad_token_id=0,
+                  eos_token_id=1, bos_token_id=2)
+    if architecture == "gemma4":
+        settings = dict(common, global_head_dim=32, hidden_size_per_layer_input=8,
+                        vocab_size_per_layer_input=vocabulary, num_kv_shared_layers=2,
+                        enable_moe_block=True, num_experts=4, top_k_experts=2,
+                        moe_intermediate_size=16, attention_k_eq_v=False,
+                        use_double_wide_mlp=False)
+        settings.update(config)
+        model_config = transformers.Gemma4TextConfig(**settings)
+        model_class = transformers.Gemma4ForCausalLM
+    elif architecture == "gemma3":  # Gemma 3's own pattern: five local layers, one global
+        settings = dict(common, query_pre_attn_scalar=16, num_hidden_layers=6,
+                        layer_types=["sliding_attention"] * 5 + ["full_attention"])
+        settings.update(config)
+        model_config = transformers.Gemma3TextConfig(**settings)
+        model_class = transformers.Gemma3ForCausalLM
+    else:
+        raise ValueError(f"tiny_hf_folder builds 'gemma3' or 'gemma4', not {architecture!r}")
+    torch.manual_seed(seed)
+    model = model_class(model_config).eval()
+    _randomise_torch(model, seed)
+    model.save_pretrained(directory)
+    return directory
+
+
+def keras_hub_inputs(backbone: Any, token_ids: Any) -> dict[str, Any]:
+    """The inputs keras-hub's own functional call of `backbone` (or its CausalLM) takes for
+    unpadded `token_ids` [batch, length]: a reference path for tests, free of gemma_lab's
+    forward pass. Gemma 4 also wants `position_ids`.
+
+    Example:
+        >>> import numpy as np
+        >>> sorted(keras_hub_inputs(tiny_backbone(), np.array([[2, 10]])))
+        ['padding_mask', 'token_ids']
+    """
+    import numpy as np
+
+    ids = np.asarray(token_ids, dtype="int32")
+    feed = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    if "position_ids" in backbone.input:
+        feed["position_ids"] = np.broadcast_to(np.arange(ids.shape[1], dtype="int32"),
+                                               ids.shape).copy()
+    return feed
+
+
+def _randomise_norms(backbone: Any, seed: int, around: float = 0.0) -> None:
+    # keras-hub initialises RMSNorm scales to zero (Gemma 1-3: x * (1 + scale)) or one
+    # (Gemma 4: x * scale); random ones around that make conversion bugs visible.
     import numpy as np
 
     rng = np.random.default_rng(seed)
     for weight in backbone.weights:
         if weight.path.endswith("scale"):
-            weight.assign(rng.normal(0, 0.2, size=tuple(weight.shape)).astype("float32"))
+            noise = rng.normal(0, 0.2, size=tuple(weight.shape))
+            weight.assign((around + noise).astype(weight.dtype))
 
 
 @functools.cache
-def len_vocab() -> int:
+def len_vocab(extra_specials: tuple[str, ...] = ()) -> int:
     import sentencepiece as spm
 
-    return spm.SentencePieceProcessor(model_proto=tiny_proto()).get_piece_size()
+    proto = tiny_proto(extra_specials=extra_specials)
+    return spm.SentencePieceProcessor(model_proto=proto).get_piece_size()
 
 
 def tiny_gguf(architecture: str = "gemma3", quantization: str = "F32", num_layers: int = 2,
@@ -137,7 +315,7 @@ def tiny_gguf(architecture: str = "gemma3", quantization: str = "F32", num_layer
     return export_gguf(tiny_causal_lm(architecture, num_layers=num_layers), path, quantization)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=6)
 def tiny_session(architecture: str = "gemma3") -> Any:
     """A `GemmaLab` session around a tiny random model (cached per architecture).
 

@@ -21,17 +21,21 @@ class Tokenizer:
         'hello world'
     """
 
-    def __init__(self, proto: bytes):
+    def __init__(self, proto: bytes, bos_id: int | None = None, eos_id: int | None = None,
+                 pad_id: int | None = None):
         import sentencepiece as spm
 
         spm.set_min_log_level(2)  # silence "precompiled_charsmap is empty" on every load
         self._sp = spm.SentencePieceProcessor(model_proto=proto)
         self.vocabulary_size = self._sp.get_piece_size()
-        self.bos_id = self._sp.bos_id()
-        self.eos_id = self._sp.eos_id()
-        self.pad_id = max(self._sp.pad_id(), 0)
+        # A proto keras-hub rebuilt from a tokenizer.json may mark no bos / eos (-1): the
+        # keras-hub tokenizer's own special ids (or the pieces' names) say which they are.
+        self.bos_id = _first_id(bos_id, self._sp.bos_id(), self._optional_id("<bos>"))
+        self.eos_id = _first_id(eos_id, self._sp.eos_id(), self._optional_id("<eos>"))
+        self.pad_id = max(_first_id(pad_id, self._sp.pad_id(), self._optional_id("<pad>")), 0)
         self.start_of_turn_id = self._optional_id("<start_of_turn>")
         self.end_of_turn_id = self._optional_id("<end_of_turn>")
+        self.gemma4_end_of_turn_id = self._optional_id("<turn|>")  # Gemma 4's turn end
 
     @classmethod
     def from_keras_hub(cls, tokenizer: Any) -> Tokenizer:
@@ -39,7 +43,9 @@ class Tokenizer:
         if isinstance(proto, str):
             with open(proto, "rb") as handle:
                 proto = handle.read()
-        return cls(proto)
+        return cls(proto, bos_id=getattr(tokenizer, "start_token_id", None),
+                   eos_id=getattr(tokenizer, "end_token_id", None),
+                   pad_id=getattr(tokenizer, "pad_token_id", None))
 
     def piece_id(self, piece: str) -> int | None:
         """The id of vocabulary entry `piece` ("▁" for a leading space), None if absent.
@@ -57,8 +63,10 @@ class Tokenizer:
 
     @property
     def stop_ids(self) -> frozenset[int]:
-        """Ids that end generation: end of sequence and end of turn."""
-        return frozenset(i for i in (self.eos_id, self.end_of_turn_id) if i is not None and i >= 0)
+        """Ids that end generation: end of sequence and end of turn (Gemma 1-3's
+        `<end_of_turn>`, Gemma 4's `<turn|>`)."""
+        ends = (self.eos_id, self.end_of_turn_id, self.gemma4_end_of_turn_id)
+        return frozenset(i for i in ends if i is not None and i >= 0)
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
         ids = self._sp.encode(text)
@@ -103,3 +111,8 @@ class IncrementalDecoder:
     @property
     def text(self) -> str:
         return self._tokenizer.decode(self._ids)
+
+
+def _first_id(*candidates: int | None) -> int:
+    """The first candidate that is a real id (not None, not negative), else -1."""
+    return next((int(c) for c in candidates if c is not None and int(c) >= 0), -1)

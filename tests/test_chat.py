@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 from gemma_lab.backend import import_keras
-from gemma_lab.chat import Turn, encode, render
+from gemma_lab.chat import Turn, encode, render, template_for
 from gemma_lab.errors import InputError
+
+
+@pytest.fixture(params=["gemma3", "gemma4"])
+def chat_lab(request):
+    """A tiny Gemma 3 (Gemma 1-3 template) and a tiny Gemma 4 (its own turn tokens)."""
+    from gemma_lab.testing import tiny_session
+
+    return tiny_session(request.param)
 
 # Gemma 3's chat template as published in google/gemma-3-*-it tokenizer_config.json (its image
 # branch left out): the reference our template is checked against.
@@ -84,28 +92,36 @@ def test_template_ids_equal_transformers_with_the_official_template(default_lab,
     assert ours == want, (default_lab.tokenizer.pieces(ours), hf.convert_ids_to_tokens(want))
 
 
-def test_a_reply_sees_exactly_the_templated_ids_and_joins_the_history(tiny_lab):
-    tiny_lab.reset_chat()
-    first = tiny_lab.chat("Hello", system="Be brief.", max_new_tokens=3)
-    tokenizer = tiny_lab.tokenizer
-    assert list(first.prompt_token_ids) == encode(tokenizer, render([Turn("user", "Hello")],
-                                                                      "Be brief."))
-    second = tiny_lab.chat("And now?", max_new_tokens=3)
+def test_a_reply_sees_exactly_the_templated_ids_and_joins_the_history(chat_lab):
+    lab = chat_lab
+    template = template_for(lab.info().family)
+    lab.reset_chat()
+    first = lab.chat("Hello", system="Be brief.", max_new_tokens=3)
+    tokenizer = lab.tokenizer
+    assert list(first.prompt_token_ids) == encode(
+        tokenizer, render([Turn("user", "Hello")], "Be brief.", template), template)
+    # the turn markers are single special-token ids, as the template's text says
+    assert first.prompt_token_ids.count(tokenizer.piece_id(template.start)) == (
+        3 if template.system_turn else 2)
+    second = lab.chat("And now?", max_new_tokens=3)
     turns = [Turn("user", "Hello"), Turn("model", first.text), Turn("user", "And now?")]
-    assert list(second.prompt_token_ids) == encode(tokenizer, render(turns, "Be brief."))
-    assert tiny_lab.chat_history == [
+    assert list(second.prompt_token_ids) == encode(tokenizer, render(turns, "Be brief.",
+                                                                     template), template)
+    assert lab.chat_history == [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
         {"role": "model", "content": first.text}, {"role": "user", "content": "And now?"},
         {"role": "model", "content": second.text}]
     with pytest.raises(InputError, match="reset_chat"):
-        tiny_lab.chat("x", system="Another system prompt")
-    tiny_lab.reset_chat()
-    assert tiny_lab.chat_history == []
+        lab.chat("x", system="Another system prompt")
+    lab.reset_chat()
+    assert lab.chat_history == []
 
 
-def test_generation_stops_at_end_of_turn_and_keeps_it_out_of_the_text(tiny_lab):
+def test_generation_stops_at_end_of_turn_and_keeps_it_out_of_the_text(chat_lab):
+    lab = chat_lab
     ops = import_keras().ops
-    end = tiny_lab.tokenizer.end_of_turn_id
+    template = template_for(lab.info().family)
+    end = lab.tokenizer.piece_id(template.end)
 
     def end_turn_at_third_token(logits, ctx):
         boost = ops.cast(ops.where(ops.arange(ops.shape(logits)[-1]) == end, 1e4, 0.0),
@@ -113,15 +129,16 @@ def test_generation_stops_at_end_of_turn_and_keeps_it_out_of_the_text(tiny_lab):
         third = ops.cast(ctx.positions[-1] >= start + 2, logits.dtype)
         return logits + third * boost
 
-    tiny_lab.reset_chat()
-    start = len(encode(tiny_lab.tokenizer, render([Turn("user", "Hi")]))) - 1
-    with tiny_lab.hooks({"logits": end_turn_at_third_token}):
-        reply = tiny_lab.chat("Hi", max_new_tokens=10)
-    # two tokens, then <end_of_turn> ends the turn (and is not part of the reply)
+    lab.reset_chat()
+    start = len(encode(lab.tokenizer, render([Turn("user", "Hi")], template=template),
+                       template)) - 1
+    with lab.hooks({"logits": end_turn_at_third_token}):
+        reply = lab.chat("Hi", max_new_tokens=10)
+    # two tokens, then the end-of-turn token ends the turn (and is not part of the reply)
     assert reply.finish_reason == "eos" and len(reply.steps) == 2
-    assert end not in reply.token_ids and "<end_of_turn>" not in reply.text
-    assert tiny_lab.chat_history[-1] == {"role": "model", "content": reply.text}
-    tiny_lab.reset_chat()
+    assert end not in reply.token_ids and template.end not in reply.text
+    assert lab.chat_history[-1] == {"role": "model", "content": reply.text}
+    lab.reset_chat()
 
 
 def test_an_interrupted_turn_leaves_no_half_written_turn(tiny_lab, monkeypatch):

@@ -6,25 +6,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gemma_lab.testing import keras_hub_inputs
+
 TEXT = "hello world, this is"
 
 
 def _keras_hub_residuals(lab, ids):
-    """Residual stream after each block, from keras-hub's own layers called directly
-    (what keras-hub's GemmaCausalLM.score does), outside anything gemma_lab patches."""
-    from keras import ops
+    """Residual stream after each block and the logits, from keras-hub's own functional
+    graph of the backbone and CausalLM (a sub-model reading each block's output), outside
+    anything gemma_lab patches."""
+    import keras
 
     backbone = lab.backbone
-    token_ids = ops.convert_to_tensor(np.asarray([ids], "int32"))
-    mask = ops.ones_like(token_ids)
-    x = backbone.token_embedding(token_ids)
-    x = x * ops.cast(ops.sqrt(backbone.hidden_dim), x.dtype)
-    out = []
-    for block in backbone.transformer_layers:
-        x = block(x, padding_mask=mask)
-        out.append(ops.convert_to_numpy(x)[0])
-    logits = backbone.token_embedding(backbone.layer_norm(x), reverse=True)
-    return out, ops.convert_to_numpy(logits)[0]
+    blocks = list(backbone.transformer_layers)
+    outputs = [b.output[0] if isinstance(b.output, (list, tuple)) else b.output for b in blocks]
+    feed = keras_hub_inputs(backbone, [ids])
+    residuals = keras.Model(backbone.input, outputs)(feed)
+    logits = lab.causal_lm(feed)
+    return [np.asarray(r)[0] for r in residuals], np.asarray(logits)[0]
 
 
 def _counting():
@@ -60,11 +59,11 @@ def test_decode_step_score_and_trace_all_go_through_the_hook_points(tiny_lab_any
 
 def test_recorded_points_equal_keras_hubs_own_layers(tiny_lab_any):
     lab = tiny_lab_any
-    names = [f"blocks.{i}.resid_post" for i in range(2)] + ["logits"]
+    names = [f"blocks.{i}.resid_post" for i in range(lab.info().num_layers)] + ["logits"]
     cache = lab.run_with_cache(TEXT, names=names)
     residuals, logits = _keras_hub_residuals(lab, list(cache.token_ids))
     for i, expected in enumerate(residuals):
-        np.testing.assert_allclose(cache[f"blocks.{i}.resid_post"], expected, atol=1e-5)
+        np.testing.assert_allclose(cache[f"blocks.{i}.resid_post"], expected, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(cache["logits"], logits, atol=1e-4)
     assert cache["blocks.0.resid_post"].shape[0] == len(cache.tokens)
 

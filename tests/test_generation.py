@@ -5,7 +5,7 @@ from gemma_lab.reference import keras_hub_greedy_ids
 from gemma_lab.testing import tiny_causal_lm
 
 
-@pytest.mark.parametrize("architecture", ["gemma", "gemma2", "gemma3"])
+@pytest.mark.parametrize("architecture", ["gemma", "gemma2", "gemma3", "gemma4"])
 def test_greedy_equals_keras_hub_generate(architecture):
     from gemma_lab.testing import tiny_session
 

@@ -1,12 +1,12 @@
 import numpy as np
 
 from gemma_lab.backend import to_numpy
+from gemma_lab.testing import keras_hub_inputs
 
 
 def _reference_logprobs(causal_lm, ids):
-    arr = np.asarray([ids], dtype="int32")
-    hidden = causal_lm.backbone({"token_ids": arr, "padding_mask": np.ones_like(arr)})
-    logits = to_numpy(causal_lm.backbone.token_embedding(hidden, reverse=True))[0].astype("float64")
+    """Log-probabilities from keras-hub's own CausalLM call (final soft cap included)."""
+    logits = to_numpy(causal_lm(keras_hub_inputs(causal_lm.backbone, [ids])))[0].astype("float64")
     top = logits.max(-1, keepdims=True)
     return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
 

@@ -90,8 +90,13 @@ class TokenisedData:
             sample_weight=np.concatenate([self.sample_weight, weight]),
         )
 
-    def inputs(self) -> dict[str, np.ndarray]:
-        return {"token_ids": self.token_ids, "padding_mask": self.padding_mask}
+    def inputs(self, positions: bool = False) -> dict[str, np.ndarray]:
+        """The model inputs; with `positions`, also `position_ids` 0..n-1 (Gemma 4)."""
+        feed = {"token_ids": self.token_ids, "padding_mask": self.padding_mask}
+        if positions:
+            feed["position_ids"] = np.broadcast_to(
+                np.arange(self.token_ids.shape[1], dtype="int32"), self.token_ids.shape).copy()
+        return feed
 
 
 # --- loading ---------------------------------------------------------------------------------

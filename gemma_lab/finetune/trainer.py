@@ -142,12 +142,15 @@ class FinetuneRun:
         preprocessor = causal_lm.preprocessor
         causal_lm.preprocessor = None  # our arrays are already token ids
         started = time.perf_counter()
+        positions = "position_ids" in causal_lm.backbone.input  # Gemma 4 takes them
         try:
             with _ctrl_c_stops(self):
                 causal_lm.fit(
-                    _dataset(self.train_data, self.batch_size, shuffle=True, seed=self.seed),
+                    _dataset(self.train_data, self.batch_size, shuffle=True, seed=self.seed,
+                             positions=positions),
                     validation_data=(
-                        _dataset(self.validation_data, self.batch_size, shuffle=False)
+                        _dataset(self.validation_data, self.batch_size, shuffle=False,
+                                 positions=positions)
                         if self.validation_data is not None else None),
                     epochs=self.epochs,
                     shuffle=False,  # the dataset shuffles itself
@@ -228,7 +231,7 @@ def _split(examples: list[Example], validation: Any,
 
 
 def _dataset(data: TokenisedData, batch_size: int, *, shuffle: bool,
-             seed: int | None = None) -> Any:
+             seed: int | None = None, positions: bool = False) -> Any:
     """A tf.data pipeline of (x, y, sample_weight) batches, all of `batch_size` rows.
 
     keras-hub turns arrays into tf.data without shuffling, so the shuffle is done here.
@@ -237,7 +240,7 @@ def _dataset(data: TokenisedData, batch_size: int, *, shuffle: bool,
 
     padded = data.padded_to_multiple(batch_size)
     dataset = tf.data.Dataset.from_tensor_slices(
-        (padded.inputs(), padded.targets, padded.sample_weight))
+        (padded.inputs(positions), padded.targets, padded.sample_weight))
     if shuffle:
         dataset = dataset.shuffle(padded.num_examples, seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size, drop_remainder=True)

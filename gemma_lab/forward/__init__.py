@@ -1,7 +1,8 @@
 """The one forward pass with named hook points (TransformerLens-style names).
 
 `points` names the points and holds `HookSet`; one adapter per keras-hub family says which of
-its layers yields each point (`gemma`: Gemma 1, 2, 3); `run.ForwardPass` calls keras-hub's
+its layers yields each point (`gemma`: Gemma 1, 2, 3; `gemma4`: Gemma 4), through the
+`taps` on those layers; `run.ForwardPass` calls keras-hub's
 own model with those points routed through a hook set; `patching` keeps every change to the
 model's layers scoped and reversible.
 """
@@ -12,6 +13,7 @@ from typing import Any
 
 from gemma_lab.errors import ModelLoadError
 from gemma_lab.forward.gemma import GemmaAdapter
+from gemma_lab.forward.gemma4 import Gemma4Adapter
 from gemma_lab.forward.points import (
     NO_HOOKS,
     HookContext,
@@ -22,10 +24,21 @@ from gemma_lab.forward.points import (
 )
 from gemma_lab.forward.run import ForwardPass, compiled_pass
 
-ADAPTERS = (GemmaAdapter,)
+ADAPTERS = (GemmaAdapter, Gemma4Adapter)
+Adapter = GemmaAdapter | Gemma4Adapter
 
 
-def adapter_for(causal_lm: Any) -> GemmaAdapter:
+def supported_architectures() -> list[str]:
+    """The keras-hub backbones gemma_lab has hook points for.
+
+    Example:
+        >>> "Gemma4Backbone" in supported_architectures()
+        True
+    """
+    return [name for adapter in ADAPTERS for name in adapter.architectures]
+
+
+def adapter_for(causal_lm: Any) -> Adapter:
     """The hook-point adapter of `causal_lm`'s backbone family.
 
     Example:
@@ -37,13 +50,14 @@ def adapter_for(causal_lm: Any) -> GemmaAdapter:
     for adapter in ADAPTERS:
         if name in adapter.architectures:
             return adapter(causal_lm)
-    supported = ", ".join(a for adapter in ADAPTERS for a in adapter.architectures)
-    raise ModelLoadError(f"gemma_lab has no hook points for {name} yet (supported: "
-                         f"{supported}). Load a Gemma 1, 2 or 3 model.")
+    raise ModelLoadError(f"gemma_lab has no hook points for {name} (supported: "
+                         f"{', '.join(supported_architectures())}). Load a Gemma 1, 2, 3 or 4 "
+                         "text model.")
 
 
 __all__ = [
     "NO_HOOKS",
+    "Adapter",
     "ForwardPass",
     "HookContext",
     "HookFn",
@@ -52,4 +66,5 @@ __all__ = [
     "check_names",
     "compiled_pass",
     "point_names",
+    "supported_architectures",
 ]

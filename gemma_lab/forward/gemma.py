@@ -10,81 +10,38 @@ unchanged and a patch only sees (and may replace) a tensor passing between its l
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from gemma_lab.forward.patching import Patch, call_attr
-from gemma_lab.forward.points import HookSet, ModelShape, block_point
-
-# Apply(name, layer, value) -> value: runs the hook set's functions and records for `name`.
-Apply = Callable[[str, "int | None", Any], Any]
-
-
-def _outputs(layer: Any, apply: Apply, name: str, index: int | None) -> Patch:
-    """Hook `name` on the output of `layer` (the first item when it returns a tuple)."""
-    def make(original: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            out = original(*args, **kwargs)
-            if isinstance(out, tuple):
-                return (apply(name, index, out[0]), *out[1:])
-            return apply(name, index, out)
-        return call
-    return Patch(layer, call_attr(layer), make)
-
-
-def _inputs(layer: Any, apply: Apply, name: str, index: int | None) -> Patch:
-    """Hook `name` on the first positional input of `layer`."""
-    def make(original: Callable[..., Any]) -> Callable[..., Any]:
-        def call(x: Any, *args: Any, **kwargs: Any) -> Any:
-            return original(apply(name, index, x), *args, **kwargs)
-        return call
-    return Patch(layer, call_attr(layer), make)
-
-
-def _pattern(attention: Any, apply: Apply, name: str, index: int) -> list[Patch]:
-    """Hook the attention softmax: keras-hub's [batch, kv_head, group, q, k] is shown to
-    hooks as [batch, head, q, k] (query head n = kv head n // groups, group n % groups)."""
-    from gemma_lab.backend import import_keras
-
-    ops = import_keras().ops
-
-    def make(original: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            probs = original(*args, **kwargs)
-            shape = ops.shape(probs)
-            heads = ops.reshape(probs, (shape[0], shape[1] * shape[2], shape[3], shape[4]))
-            return ops.reshape(apply(name, index, heads), shape)
-        return call
-
-    # The fused kernel (GPU / TPU) never materialises probabilities: use the explicit path.
-    unfused = Patch(attention, "_use_fused_attention_op", lambda _: lambda: False)
-    return [unfused, Patch(attention.softmax, call_attr(attention.softmax), make)]
+from gemma_lab.forward import taps
+from gemma_lab.forward.patching import Patch
+from gemma_lab.forward.points import HookSet, ModelShape, block_point, point_names
+from gemma_lab.forward.taps import Apply
 
 
 def _block(block: Any, apply: Apply, index: int, points: set[str]) -> list[Patch]:
     attention = block.attention
     patches = []
     if "resid_pre" in points:
-        patches.append(_inputs(block, apply, f"blocks.{index}.resid_pre", index))
+        patches.append(taps.inputs(block, apply, f"blocks.{index}.resid_pre", index))
     for point, layer in (("attn.q", attention.query_dense), ("attn.k", attention.key_dense),
                          ("attn.v", attention.value_dense)):
         if point in points:
-            patches.append(_outputs(layer, apply, f"blocks.{index}.{point}", index))
+            patches.append(taps.outputs(layer, apply, f"blocks.{index}.{point}", index))
     if "attn.pattern" in points:
-        patches += _pattern(attention, apply, f"blocks.{index}.attn.pattern", index)
+        patches += taps.pattern(attention, apply, f"blocks.{index}.attn.pattern", index)
     if "attn.z" in points:
-        patches.append(_inputs(attention.output_dense, apply, f"blocks.{index}.attn.z", index))
+        patches.append(taps.inputs(attention.output_dense, apply, f"blocks.{index}.attn.z", index))
     if "attn_out" in points:
         # What is added to the residual: after the post-attention norm where there is one.
         layer = block.post_attention_norm if block.use_post_attention_norm else attention
-        patches.append(_outputs(layer, apply, f"blocks.{index}.attn_out", index))
+        patches.append(taps.outputs(layer, apply, f"blocks.{index}.attn_out", index))
     if "mlp.post" in points:
-        patches.append(_inputs(block.ffw_linear, apply, f"blocks.{index}.mlp.post", index))
+        patches.append(taps.inputs(block.ffw_linear, apply, f"blocks.{index}.mlp.post", index))
     if "mlp_out" in points:
         layer = block.post_ffw_norm if block.use_post_ffw_norm else block.ffw_linear
-        patches.append(_outputs(layer, apply, f"blocks.{index}.mlp_out", index))
+        patches.append(taps.outputs(layer, apply, f"blocks.{index}.mlp_out", index))
     if "resid_post" in points:
-        patches.append(_outputs(block, apply, f"blocks.{index}.resid_post", index))
+        patches.append(taps.outputs(block, apply, f"blocks.{index}.resid_post", index))
     return patches
 
 
@@ -99,6 +56,8 @@ class GemmaAdapter:
     """
 
     architectures = ("GemmaBackbone", "Gemma3Backbone")
+    # Points this family has beyond the common ones (see `forward.points`); none here.
+    extra_points: tuple[str, ...] = ()
 
     def __init__(self, causal_lm: Any):
         self.causal_lm = causal_lm
@@ -121,7 +80,33 @@ class GemmaAdapter:
             hidden_dim=int(self.backbone.hidden_dim),
             mlp_dim=int(self.blocks[0].ffw_linear.kernel.shape[0]),
             vocabulary_size=int(self.backbone.vocabulary_size),
+            names=tuple(self.point_names()),
         )
+
+    @property
+    def family(self) -> str:
+        """The model family in words, e.g. "Gemma 3"."""
+        name = type(self.backbone).__name__
+        if name == "Gemma3Backbone":
+            return "Gemma 3"
+        return "Gemma 2" if self.blocks[0].use_post_ffw_norm else "Gemma 1"
+
+    def point_names(self) -> list[str]:
+        """Every hook point of this model, in forward order."""
+        return point_names(self.num_layers)
+
+    def backbone_inputs(self, token_ids: Any, padding_mask: Any) -> dict[str, Any]:
+        """The backbone's functional inputs for whole sequences."""
+        return {"token_ids": token_ids, "padding_mask": padding_mask}
+
+    def unembed(self, hidden: Any) -> Any:
+        """Logits of final-normed hidden states: the tied reverse embedding (which applies
+        the model's final soft cap, if it has one)."""
+        return self.backbone.token_embedding(hidden, reverse=True)
+
+    def final_norm(self, residual: Any) -> Any:
+        """The model's final RMSNorm."""
+        return self.backbone.layer_norm(residual)
 
     def sliding_window(self, layer: int) -> int | None:
         """The sliding window of block `layer`'s attention, None for global attention."""
@@ -139,24 +124,12 @@ class GemmaAdapter:
                 per_block.setdefault(parsed[0], set()).add(parsed[1])
         patches: list[Patch] = []
         if "embed" in points or "logits" in points:
-            patches.append(self._embedding(apply, points))
+            patches.append(taps.embedding(self.backbone.token_embedding, apply, points))
         for index, block_points in sorted(per_block.items()):
             patches += _block(self.blocks[index], apply, index, block_points)
         if "final_norm" in points:
-            patches.append(_outputs(self.backbone.layer_norm, apply, "final_norm", None))
+            patches.append(taps.outputs(self.backbone.layer_norm, apply, "final_norm", None))
         return patches
-
-    def _embedding(self, apply: Apply, points: frozenset[str]) -> Patch:
-        """The tied embedding: `embed` on its forward call, `logits` on its reverse call."""
-        embedding = self.backbone.token_embedding
-
-        def make(original: Callable[..., Any]) -> Callable[..., Any]:
-            def call(inputs: Any, reverse: bool = False, **kwargs: Any) -> Any:
-                out = original(inputs, reverse=reverse, **kwargs)
-                name = "logits" if reverse else "embed"
-                return apply(name, None, out) if name in points else out
-            return call
-        return Patch(embedding, call_attr(embedding), make)
 
 
 __all__ = ["GemmaAdapter"]

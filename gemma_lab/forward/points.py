@@ -67,14 +67,16 @@ def block_point(name: str) -> tuple[int, str] | None:
     return (int(match.group(1)), match.group(2)) if match else None
 
 
-def check_names(names: Iterable[str], num_layers: int) -> tuple[str, ...]:
-    """`names` if each is a hook point of the model, else an `InputError` naming the nearest.
+def check_names(names: Iterable[str], num_layers: int,
+                known: Iterable[str] | None = None) -> tuple[str, ...]:
+    """`names` if each is a hook point of the model (`known`, by default the points every
+    Gemma has), else an `InputError` naming the nearest.
 
     Example:
         >>> check_names(["blocks.0.attn.z"], 2)
         ('blocks.0.attn.z',)
     """
-    known = point_names(num_layers)
+    known = list(known) if known else point_names(num_layers)
     known_set = set(known)
     checked = []
     for name in names:
@@ -92,6 +94,11 @@ def check_names(names: Iterable[str], num_layers: int) -> tuple[str, ...]:
 class ModelShape:
     """The sizes a hook must respect: what `HookSet.check` and the interventions test against.
 
+    `names` lists the model's hook points (empty: `point_names(num_layers)`). Models whose
+    layers differ (Gemma 4: wider heads, fewer KV heads in its global layers) give per-layer
+    `head_dims` / `kv_heads`; `experts` and `per_layer_dim` size the MoE router and
+    per-layer-embedding points.
+
     Example:
         >>> shape = ModelShape(2, 4, 2, 8, 32, 64, 100)
         >>> shape.per_position("blocks.1.attn.z"), shape.per_position("blocks.0.mlp.post")
@@ -105,18 +112,32 @@ class ModelShape:
     hidden_dim: int
     mlp_dim: int
     vocabulary_size: int
+    names: tuple[str, ...] = ()
+    head_dims: tuple[int, ...] = ()
+    kv_heads: tuple[int, ...] = ()
+    experts: int = 0
+    per_layer_dim: int = 0
+
+    def layer_head_dim(self, layer: int | None) -> int:
+        return self.head_dims[layer] if self.head_dims and layer is not None else self.head_dim
+
+    def layer_kv_heads(self, layer: int | None) -> int:
+        return self.kv_heads[layer] if self.kv_heads and layer is not None else self.num_kv_heads
 
     def per_position(self, name: str) -> tuple[int, ...] | None:
         """The shape of one position's value at point `name` (None for attn.pattern, whose
         key axis depends on the sequence)."""
-        point = (block_point(name) or (None, name))[1]
+        layer, point = block_point(name) or (None, name)
+        head_dim, kv_heads = self.layer_head_dim(layer), self.layer_kv_heads(layer)
         return {
-            "attn.q": (self.num_heads, self.head_dim),
-            "attn.z": (self.num_heads, self.head_dim),
-            "attn.k": (self.num_kv_heads, self.head_dim),
-            "attn.v": (self.num_kv_heads, self.head_dim),
+            "attn.q": (self.num_heads, head_dim),
+            "attn.z": (self.num_heads, head_dim),
+            "attn.k": (kv_heads, head_dim),
+            "attn.v": (kv_heads, head_dim),
             "attn.pattern": None,
             "mlp.post": (self.mlp_dim,),
+            "moe.router": (self.experts,),
+            "ple.in": (self.per_layer_dim,),
             "logits": (self.vocabulary_size,),
         }.get(point, (self.hidden_dim,))
 
@@ -217,7 +238,7 @@ class HookSet:
             checker = getattr(fn, "check", None)
             if callable(checker):
                 checker(shape)
-        check_names(self.points(), shape.num_layers)
+        check_names(self.points(), shape.num_layers, shape.names)
         return self
 
     @property

@@ -90,20 +90,19 @@ class ForwardPass:
         (keras-hub's backbone call); recorded points land in `records`. `inputs` reach the
         hook functions as `ctx.inputs`."""
         with self._installed(0, recording=True, inputs=inputs):
-            return self.backbone({"token_ids": token_ids, "padding_mask": padding_mask})
+            return self.backbone(self.adapter.backbone_inputs(token_ids, padding_mask))
 
     def unembed(self, hidden: Any) -> Any:
         """Logits of final-normed hidden states (the tied reverse embedding, soft-capped
         where the model caps them); the `logits` point applies."""
         with self._installed(0, recording=True):
-            return self.backbone.token_embedding(hidden, reverse=True)
+            return self.adapter.unembed(hidden)
 
     def residual_logits(self, residual: Any) -> Any:
         """Logits read straight from residual-stream states (the model's final norm, then
         `unembed`): the logit lens."""
         with self._installed(0, recording=True):
-            return self.backbone.token_embedding(self.backbone.layer_norm(residual),
-                                                 reverse=True)
+            return self.adapter.unembed(self.adapter.final_norm(residual))
 
     def prefill(self, token_ids: Any, padding_mask: Any) -> Any:
         """A KV cache of `token_ids`' length filled with the prompt (keras-hub's

@@ -109,7 +109,8 @@ def _chosen(runtime: ModelRuntime, names: Sequence[str] | Callable[[str], bool] 
         return chosen
     if isinstance(names, str):
         names = [names]
-    return check_names(list(dict.fromkeys(names)), runtime.adapter.num_layers)
+    return check_names(list(dict.fromkeys(names)), runtime.adapter.num_layers,
+                       runtime.adapter.point_names())
 
 
 def _first_as_float32(value: Any) -> Any:

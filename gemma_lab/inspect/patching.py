@@ -154,6 +154,7 @@ class _SweepPatch:
         source = ops.cast(inputs["sources"][self.layer], value.dtype)[None]  # [1, L, ...]
         hit = ops.equal(inputs["row_layer"], self.layer)  # [batch]
         if self.heads:
+            source = source[..., :value.shape[-1]]  # sources are padded to the widest head
             heads = ops.arange(ops.shape(value)[2], dtype="int32")
             per_head = ops.equal(heads[None, :], inputs["row_index"][:, None])  # [batch, head]
             in_prompt = ops.less(ctx.positions, inputs["prompt_length"])  # [rows]
@@ -233,7 +234,11 @@ def patch_sweep(runtime: ModelRuntime, clean: str, corrupted: str, target: str,
     point = OVER[over]
     names = [f"blocks.{layer}.{point}" for layer in range(layers)]
     recorded = record_token_ids(runtime, clean_ids, names, length)
-    sources = np.stack([recorded[name] for name in names])  # [layer, length, ...]
+    # [layer, length, ...]; per-head values padded to the widest head (Gemma 4's global
+    # layers have wider heads than its local ones)
+    widest = max(recorded[name].shape[-1] for name in names)
+    sources = np.stack([np.pad(recorded[name], [(0, 0)] * (recorded[name].ndim - 1)
+                               + [(0, widest - recorded[name].shape[-1])]) for name in names])
 
     columns = shape.num_heads if over == "heads" else n
     # Row 0: the clean prompt, row 1: the corrupted one, unpatched (row layer -1).

@@ -11,6 +11,7 @@ from typing import Any
 from gemma_lab._progress import progress_counter
 from gemma_lab.backend import import_keras
 from gemma_lab.errors import InputError, ModelLoadError
+from gemma_lab.models import hf_folder
 from gemma_lab.models.cache import entry_path, read_marker, write_entry
 from gemma_lab.models.default_model import (
     DEFAULT_MODEL_ID,
@@ -48,16 +49,17 @@ def _check_dtype(dtype: str) -> str:
     return dtype
 
 
-def _from_preset(preset: str, dtype: str, distribution: Any = None) -> Any:
+def _from_preset(preset: str, dtype: str, distribution: Any = None, task: Any = None) -> Any:
     import_keras()
     import keras_hub
 
+    task = task or keras_hub.models.CausalLM
     # int8 loads float32 weights, then quantizes them with Keras.
     load_dtype = "float32" if dtype == "int8" else dtype
     # Variables take their device layout when created: build inside the distribution.
     try:
         with distribution_scope(distribution), _safe_mode():
-            causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=load_dtype)
+            causal_lm = task.from_preset(preset, dtype=load_dtype)
     except (TypeError, ValueError) as err:
         if not any(hint in str(err) for hint in _UNSAFE_CONFIG_HINTS):
             raise
@@ -192,12 +194,18 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
     if path.is_dir():
         if not _looks_like_preset_dir(path):
             raise ModelLoadError(
-                f"{path} is a directory but not a keras-hub preset (no config.json). Save "
-                "one with causal_lm.save_to_preset(dir), or pass a .gguf file."
+                f"{path} is a directory but neither a keras-hub preset nor a Hugging Face "
+                "checkpoint (no config.json). Save one with causal_lm.save_to_preset(dir), or "
+                "pass a .gguf file."
             )
+        config = hf_folder.read_config(path)
+        folder, task = path, None
+        if hf_folder.is_hf_config(config):  # a Hugging Face checkpoint: keras-hub converts it
+            hf_folder.check(config, path)
+            folder, task = hf_folder.keras_hub_folder(path, config), hf_folder.task_class(config)
         bar.update(1)
-        return LoadedModel(_from_preset(str(path), dtype, distribution), path.name, str(path),
-                           None, dtype, distribution)
+        return LoadedModel(_from_preset(str(folder), dtype, distribution, task), path.name,
+                           str(path), None, dtype, distribution)
 
     if text.startswith(REMOTE_PREFIXES) or _is_known_preset_name(text):
         bar.update(1)
@@ -217,7 +225,8 @@ def _is_known_preset_name(name: str) -> bool:
 
     return any(
         name in cls.presets
-        for cls in (keras_hub.models.GemmaCausalLM, keras_hub.models.Gemma3CausalLM)
+        for cls in (keras_hub.models.GemmaCausalLM, keras_hub.models.Gemma3CausalLM,
+                    keras_hub.models.Gemma4CausalLM)
     )
 
 
