@@ -217,6 +217,36 @@ class Chat:
         self.commit(message, system, reply)
         return reply
 
+    def replace_last_reply(self, reply: Generation) -> bool:
+        """Put `reply` in place of the last model turn (e.g. an alternative reply branched
+        from it), so the conversation continues from `reply`. It must answer the last user
+        message: its `prompt_token_ids` are the ids that message was sent with. As with
+        `commit`, an incomplete reply leaves the history as it was (returns False).
+
+        Example:
+            >>> import dataclasses
+            >>> from gemma_lab.testing import tiny_runtime
+            >>> chat = Chat(tiny_runtime())
+            >>> first = chat.say("hello", max_new_tokens=3)
+            >>> chat.replace_last_reply(dataclasses.replace(first, text="Hi there!"))
+            True
+            >>> chat.history[-1]
+            {'role': 'model', 'content': 'Hi there!'}
+        """
+        if not self.turns or self.turns[-1].role != "model":
+            raise InputError("There is no model reply to replace yet; send a message first.")
+        template = template_for(self.runtime.adapter.family)
+        asked = encode(self.runtime.tokenizer, render(self.turns[:-1], self.system, template),
+                       template)
+        if [int(i) for i in reply.prompt_token_ids] != asked:
+            raise InputError("This reply answers a different point of the conversation (its "
+                             "prompt is not the history up to the last user message); only "
+                             "the last reply can be replaced.")
+        if reply.finish_reason not in ("eos", "length", "stop_string"):
+            return False
+        self.turns[-1] = Turn("model", reply.text)
+        return True
+
 
 __all__ = ["END", "GEMMA", "GEMMA4", "ROLES", "START", "Chat", "Template", "Turn", "encode",
            "render", "template_for"]

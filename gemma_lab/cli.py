@@ -351,8 +351,10 @@ def diagnose(devices: bool = True) -> dict[str, dict[str, Any]]:
         backend.update(_devices())
     root = cache_root()
     cache = {"directory": str(root), "exists": root.is_dir(), "size": _human(_tree_size(root))}
+    from gemma_lab.features import FAMILIES
+
     return {"versions": versions, "backend": backend, "cache": cache,
-            "default model": _default_model_state()}
+            "default model": _default_model_state(), "model families": dict(FAMILIES)}
 
 
 def _devices() -> dict[str, Any]:

@@ -17,6 +17,18 @@ FEATURES = (
 )
 
 
+# What `gemma-lab doctor` says about each family gemma_lab runs, without loading a model.
+FAMILIES = {
+    "Gemma 1, 2": "GGUF, keras-hub presets, Hugging Face folders",
+    "Gemma 3": "GGUF (the embedded default), keras-hub presets, Hugging Face folders",
+    "Gemma 4": "GGUF (load; export F32 / F16 / Q8_0), keras-hub presets, Hugging Face "
+               "folders; hook points for the MoE router and experts and per-layer embeddings; "
+               "no MLP neuron point, no logit attribution",
+    "Gemma 3n": "keras-hub text presets; AltUp's active stream as the residual; no logit "
+                "attribution; multimodal Hugging Face folders not yet",
+}
+
+
 def unsupported(adapter: Any) -> dict[str, str]:
     """Feature → why this model cannot run it (features not listed are supported).
 
@@ -36,9 +48,29 @@ def unsupported(adapter: Any) -> dict[str, str]:
                                      "directly: no neuron point")
         reasons["logit attribution"] = ("layer scalars and per-layer embeddings: parts do not "
                                         "add up yet")
-        reasons["GGUF export"] = "gemma_lab writes Gemma 1-3 GGUFs"
+        reasons["distribution"] = "layout maps for Gemma 1-3 only"
+    if adapter.family == "Gemma 3n":
+        reasons["logit attribution"] = ("AltUp streams, Laurel and per-layer inputs: attention "
+                                        "and MLP parts do not add up to the logit")
+        reasons["GGUF export"] = "gemma_lab reads and writes Gemma 1-4 GGUFs, not Gemma 3n yet"
         reasons["distribution"] = "layout maps for Gemma 1-3 only"
     return reasons
+
+
+def require(adapter: Any, feature: str, instead: str = "") -> None:
+    """Raise `NotAvailableError` (why, and what to use `instead`) if this model cannot run
+    `feature`.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> require(tiny_runtime().adapter, "logit attribution")  # Gemma 3: fine
+    """
+    from gemma_lab.errors import NotAvailableError
+
+    reason = unsupported(adapter).get(feature)
+    if reason is not None:
+        raise NotAvailableError(f"{feature[0].upper()}{feature[1:]} is not available for "
+                                f"{adapter.family}: {reason}.{' ' + instead if instead else ''}")
 
 
 def supported(adapter: Any) -> tuple[str, ...]:
@@ -47,4 +79,4 @@ def supported(adapter: Any) -> tuple[str, ...]:
     return tuple(feature for feature in FEATURES if feature not in missing)
 
 
-__all__ = ["FEATURES", "supported", "unsupported"]
+__all__ = ["FAMILIES", "FEATURES", "require", "supported", "unsupported"]

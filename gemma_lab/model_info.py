@@ -70,6 +70,7 @@ def model_info(runtime: ModelRuntime) -> ModelInfo:
     from gemma_lab import features
 
     backbone = runtime.backbone
+    shape = runtime.adapter.shape
     weights_bytes = sum(
         math.prod(v.shape) * _DTYPE_BYTES.get(str(v.dtype), 4) for v in backbone.weights
     )
@@ -86,11 +87,11 @@ def model_info(runtime: ModelRuntime) -> ModelInfo:
         architecture=type(backbone).__name__.replace("Backbone", ""),
         family=runtime.adapter.family,
         parameters=int(backbone.count_params()),
-        num_layers=backbone.num_layers,
-        num_query_heads=backbone.num_query_heads,
-        num_key_value_heads=backbone.num_key_value_heads,
-        hidden_dim=backbone.hidden_dim,
-        vocabulary_size=backbone.vocabulary_size,
+        num_layers=shape.num_layers,
+        num_query_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        hidden_dim=shape.hidden_dim,
+        vocabulary_size=shape.vocabulary_size,
         context_length=runtime.context_length,
         weights_sha256=runtime.loaded.weights_sha256,
         backend=runtime.backend,

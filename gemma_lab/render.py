@@ -110,6 +110,21 @@ def token_entry(role: str, text: str, token_id: int, *, piece: str | None = None
     return entry
 
 
+def with_speakers(tokens: list[dict[str, Any]], speakers: Sequence[str]
+                  ) -> list[dict[str, Any]]:
+    """`tokens` with each one's chat speaker ("system", "user", "model", "markup") added,
+    when `speakers` are given (a transcript); unchanged otherwise.
+
+    Example:
+        >>> with_speakers([token_entry("scored", "hi", 7)], ["user"])[0]["speaker"]
+        'user'
+    """
+    if not speakers:
+        return tokens
+    return [{**token, "speaker": speaker} for token, speaker in zip(tokens, speakers,
+                                                                      strict=True)]
+
+
 def prompt_entries(tokenizer: Tokenizer, token_ids: Sequence[int]) -> list[dict[str, Any]]:
     """Prompt tokens (text and piece per id) for `Generation.to_dict(prompt_tokens=...)`."""
     from gemma_lab.tokenizer import IncrementalDecoder
@@ -180,6 +195,13 @@ _STYLE = Html(f"""
 .{_CSS_PREFIX}-token {{ border-radius: 2px; color: #111; }}
 .{_CSS_PREFIX}-token:hover {{ outline: 1px solid #555; }}
 .{_CSS_PREFIX}-prompt {{ opacity: 0.55; }}
+.{_CSS_PREFIX}-markup {{ opacity: 0.45; font-size: 0.85em; }}
+.{_CSS_PREFIX}-speaker {{ display: inline-block; margin: 0 4px 0 8px; padding: 0 5px;
+  border-radius: 3px; font: 600 0.75em sans-serif; text-transform: uppercase;
+  color: #fff; background: #546e7a; }}
+.{_CSS_PREFIX}-speaker-user {{ background: #1565c0; }}
+.{_CSS_PREFIX}-speaker-model {{ background: #2e7d32; }}
+.{_CSS_PREFIX}-speaker-system {{ background: #6a1b9a; }}
 .{_CSS_PREFIX}-legend, .{_CSS_PREFIX}-meta {{ font-size: 11px; color: #666; margin-top: 4px; }}
 .{_CSS_PREFIX}-swatch {{ display: inline-block; width: 80px; height: 8px; vertical-align: middle;
   margin: 0 4px; background: linear-gradient(to right, hsl(0,75%,82%), hsl(60,75%,82%),
@@ -209,7 +231,12 @@ def to_html(data: Mapping[str, Any]) -> str:
             kind != "comparison"):
         spans.append(tag("span", data["prompt"], class_=f"{_CSS_PREFIX}-prompt",
                          title="prompt"))
+    speaker = None
     for position, token in enumerate(tokens):
+        if token.get("speaker") not in (None, "markup", speaker):
+            speaker = token["speaker"]  # a new turn: say whose
+            spans.append(tag("span", speaker, class_=f"{_CSS_PREFIX}-speaker "
+                             f"{_CSS_PREFIX}-speaker-{speaker}"))
         spans.append(_token_span(token, scores[position] if scores else None))
     if not tokens:
         spans.append(escape(data.get("text", "")))
@@ -260,6 +287,8 @@ def _token_span(token: Mapping[str, Any], attribution: float | None) -> Html:
     else:
         background = None
     classes = f"{_CSS_PREFIX}-token" + (f" {_CSS_PREFIX}-prompt" if role == "prompt" else "")
+    if token.get("speaker") == "markup":
+        classes += f" {_CSS_PREFIX}-markup"
     style = f"background:{background}" if background else None
     return tag("span", token.get("text", ""), class_=classes, style=style,
                 title=_token_title(token, attribution))

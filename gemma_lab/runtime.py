@@ -30,7 +30,8 @@ from gemma_lab.sampling import SamplerConfig
 from gemma_lab.tokenizer import Tokenizer
 
 T = TypeVar("T")
-_CONTEXT_BY_ARCH = {"GemmaBackbone": 8192, "Gemma3Backbone": 32768, "Gemma4Backbone": 131072}
+_CONTEXT_BY_ARCH = {"GemmaBackbone": 8192, "Gemma3Backbone": 32768, "Gemma3nBackbone": 32768,
+                    "Gemma4Backbone": 131072}
 # Compiled function sets kept for hook sets other than "no hooks" (least recently used go).
 MAX_HOOKED_COMPILED = 8
 

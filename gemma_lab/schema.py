@@ -38,6 +38,8 @@ _token = {
         "piece": {"type": "string"},
         "id": {"type": "integer"},
         "role": {"enum": ["prompt", "generated", "scored"]},
+        # In a chat transcript: who speaks the token ("markup": turn markers, role names).
+        "speaker": {"enum": ["system", "user", "model", "markup"]},
         "prob": {"type": ["number", "null"]},
         "logprob": {"type": ["number", "null"]},
         "rank": {"type": ["integer", "null"]},

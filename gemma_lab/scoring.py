@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ class Score(PerTokenViews):
         text: the scored text.
         steps: per token statistics (`TokenStats`); the first is conditioned on <bos> alone.
         metadata: model, weights hash, backend, dtype.
+        speakers: for a chat transcript, who speaks each scored token ("system", "user",
+            "model" or "markup": turn markers and role names); empty for plain text.
 
     Example:
         >>> from gemma_lab.testing import tiny_session
@@ -37,6 +40,7 @@ class Score(PerTokenViews):
     text: str
     steps: tuple[TokenStats, ...]
     metadata: dict[str, Any] = field(default_factory=dict)
+    speakers: tuple[str, ...] = ()
 
     @property
     def total_logprob(self) -> float:
@@ -55,7 +59,8 @@ class Score(PerTokenViews):
         return render.payload(
             "score",
             self.text,
-            [step.to_dict("scored") for step in self.steps],
+            render.with_speakers([step.to_dict("scored") for step in self.steps],
+                                 self.speakers),
             self.metadata,
             summary={"total_logprob": self.total_logprob, "perplexity": self.perplexity,
                      "scored_tokens": len(self.steps)},
@@ -71,13 +76,15 @@ class Score(PerTokenViews):
         return render.mimebundle(self.to_dict(), include, exclude)
 
 
-def score_text(runtime: ModelRuntime, text: str) -> Score:
+def score_text(runtime: ModelRuntime, text: str, ids: Sequence[int] | None = None,
+               speakers: Sequence[str] = ()) -> Score:
     """Teacher-force `text` (after <bos>) through the model (hooks in force apply); see
-    `GemmaLab.score`."""
+    `GemmaLab.score`. `ids` (with `<bos>`), when given, are scored as they are (a chat
+    transcript's exact ids, `speakers` labelling each)."""
     if not isinstance(text, str) or not text:
         raise InputError("score() needs a non-empty string to score.")
     tokenizer = runtime.tokenizer
-    ids = tokenizer.encode(text, add_bos=True)
+    ids = list(ids) if ids is not None else tokenizer.encode(text, add_bos=True)
     if len(ids) > runtime.context_length:
         raise InputError(
             f"The text has {len(ids)} tokens, more than the model's context of "
@@ -92,7 +99,7 @@ def score_text(runtime: ModelRuntime, text: str) -> Score:
         steps.append(
             TokenStats(
                 token_id=int(token_id),
-                text=text_decoder.push(token_id),
+                text=_shown(text_decoder, tokenizer, token_id),
                 piece=tokenizer.piece(token_id),
                 logprob=float(stats["logprob"][position]),
                 rank=int(stats["rank"][position]),
@@ -105,4 +112,14 @@ def score_text(runtime: ModelRuntime, text: str) -> Score:
                 top_k_ids=tuple(int(i) for i in top_ids),
             )
         )
-    return Score(text=text, steps=tuple(steps), metadata=runtime.metadata())
+    return Score(text=text, steps=tuple(steps), metadata=runtime.metadata(),
+                 speakers=tuple(speakers[1:]))
+
+
+def _shown(decoder: IncrementalDecoder, tokenizer: Any, token_id: int) -> str:
+    """What token `token_id` adds to the text; a control token (a chat turn marker, which
+    decodes to nothing) shows as its piece."""
+    text = decoder.push(token_id)
+    if not text and tokenizer.is_control(token_id):
+        return tokenizer.piece(token_id)
+    return text

@@ -35,6 +35,7 @@ from gemma_lab.runtime import ModelRuntime
 from gemma_lab.sampling import SamplerConfig
 from gemma_lab.scoring import Score, score_text
 from gemma_lab.tokenizer import Tokenizer
+from gemma_lab.transcript import Transcript, is_transcript, transcript
 
 Hooks = Mapping[str, HookFn | Sequence[HookFn]] | HookSet
 
@@ -185,21 +186,55 @@ class GemmaLab:
         assert running.result is not None
         return running.result
 
-    def score(self, text: str) -> Score:
-        """Teacher-forced probability, rank and top-k alternatives of every token of `text`.
+    def score(self, text: str | Sequence[Mapping[str, str]] | Transcript) -> Score:
+        """Teacher-forced probability, rank and top-k alternatives of every token of `text`,
+        or of a chat transcript (a list of {"role", "content"} turns such as
+        `lab.chat_history`, in the model's chat template; `speakers` says who speaks each
+        token).
 
         Example:
             >>> from gemma_lab.testing import tiny_session
             >>> tiny_session().score("hello world").ranks[0] >= 1
             True
+            >>> tiny_session().score([{"role": "user", "content": "hi"}]).speakers[-2]
+            'user'
         """
         self.runtime.ensure_idle("score text")
+        if is_transcript(text):
+            chat = self.transcript(text)
+            return score_text(self.runtime, chat.text, chat.token_ids, chat.speakers)
         return score_text(self.runtime, text)
+
+    def transcript(self, turns: Sequence[Mapping[str, str]] | Transcript) -> Transcript:
+        """A conversation in this model's chat template: its text, its exact token ids and
+        who speaks each token (see `gemma_lab.transcript`).
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> t = tiny_session().transcript([{"role": "user", "content": "hi"}])
+            >>> t.token_ids[0] == tiny_session().tokenizer.bos_id
+            True
+        """
+        from gemma_lab.chat import template_for
+
+        return transcript(self.tokenizer, turns, template_for(self.runtime.adapter.family))
 
     # --- chat ---------------------------------------------------------------------------------
     @cached_property
     def _chat(self) -> Chat:
         return Chat(self.runtime)
+
+    @property
+    def conversation(self) -> Chat:
+        """The session's conversation (`gemma_lab.chat.Chat`): what `chat` continues and the
+        Playground's chat mode shows.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> tiny_session().conversation is tiny_session().conversation
+            True
+        """
+        return self._chat
 
     def chat(self, message: str, system: str | None = None,
              max_new_tokens: int = defaults.MAX_NEW_TOKENS, temperature: float = 0.0,
@@ -250,9 +285,10 @@ class GemmaLab:
         return classify(self.runtime, text, policy, response)
 
     # --- inspection --------------------------------------------------------------------------
-    def trace(self, text: str, layers: list[int] | None = None,
-              heads: list[int] | None = None) -> Trace:
-        """One forward pass capturing attention probabilities, residual stream and logit lens.
+    def trace(self, text: str | Sequence[Mapping[str, str]] | Transcript,
+              layers: list[int] | None = None, heads: list[int] | None = None) -> Trace:
+        """One forward pass capturing attention probabilities, residual stream and logit lens
+        (of a text, or of a chat transcript as for `score`).
 
         Example:
             >>> from gemma_lab.testing import tiny_session
@@ -261,6 +297,10 @@ class GemmaLab:
             4
         """
         self.runtime.ensure_idle("trace")
+        if is_transcript(text):
+            chat = self.transcript(text)
+            return trace_text(self.runtime, chat.text, layers=layers, heads=heads,
+                              ids=chat.token_ids, speakers=chat.speakers)
         return trace_text(self.runtime, text, layers=layers, heads=heads)
 
     def attribute(self, prompt: str, target: str, method: str = defaults.ATTRIBUTION_METHOD,
@@ -311,7 +351,7 @@ class GemmaLab:
         with self.runtime.hooked(hook_set):
             yield hook_set
 
-    def run_with_cache(self, text: str,
+    def run_with_cache(self, text: str | Sequence[Mapping[str, str]] | Transcript,
                        names: Sequence[str] | Callable[[str], bool] | None = None
                        ) -> ActivationCache:
         """Run `text` once and keep the values of hook points `names` (a list, a predicate,
@@ -324,6 +364,9 @@ class GemmaLab:
             True
         """
         self.runtime.ensure_idle("run the model")
+        if is_transcript(text):
+            chat = self.transcript(text)
+            return run_with_cache(self.runtime, chat.text, names, ids=chat.token_ids)
         return run_with_cache(self.runtime, text, names)
 
     # --- interventions -----------------------------------------------------------------------
@@ -410,6 +453,9 @@ class GemmaLab:
             >>> run.steps_per_epoch
             2
         """
+        from gemma_lab.features import require
+
+        require(self.runtime.adapter, "LoRA fine-tuning")
         return FinetuneRun(
             self.runtime, data, rank=rank, epochs=epochs, learning_rate=learning_rate,
             batch_size=batch_size, max_length=max_length, validation=validation,

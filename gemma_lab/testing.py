@@ -22,6 +22,11 @@ TINY_HPARAMS = dict(num_query_heads=4, num_key_value_heads=2, hidden_dim=32, hea
 
 # Gemma 4's turn markers, and the video placeholder keras-hub's Gemma 4 converter expects.
 GEMMA4_SPECIALS = ("<|turn>", "<turn|>", "<|video|>")
+# The image / audio markers keras-hub's Gemma3nTokenizer requires in every proto.
+GEMMA3N_SPECIALS = ("<image_soft_token>", "<audio_soft_token>", "<start_of_image>",
+                    "<end_of_image>", "<start_of_audio>", "<end_of_audio>", "[multimodal]")
+# Seven more specials than the 320-piece proto leaves room for: Gemma 3n's is a bit larger.
+GEMMA3N_VOCAB = 328
 
 
 @functools.cache
@@ -77,7 +82,7 @@ def tiny_backbone(architecture: str = "gemma3", num_layers: int = 2, seed: int =
 def tiny_causal_lm(architecture: str = "gemma3", num_layers: int = 2, seed: int = 0,
                    dtype: str = "float32", **hparams: int) -> Any:
     """A random keras-hub CausalLM (with preprocessor) of the given architecture: "gemma",
-    "gemma2", "gemma3" or "gemma4" (see `tiny_gemma4`).
+    "gemma2", "gemma3", "gemma3n" (see `tiny_gemma3n`) or "gemma4" (see `tiny_gemma4`).
 
     `hparams` override `TINY_HPARAMS` (num_query_heads, num_key_value_heads, hidden_dim,
     head_dim), e.g. 8 heads so that every weight axis divides an 8-device mesh.
@@ -90,6 +95,8 @@ def tiny_causal_lm(architecture: str = "gemma3", num_layers: int = 2, seed: int 
     """
     if architecture == "gemma4":
         return tiny_gemma4(num_layers=max(num_layers, 4), seed=seed, dtype=dtype, **hparams)
+    if architecture == "gemma3n":
+        return tiny_gemma3n(num_layers=max(num_layers, 4), seed=seed, dtype=dtype, **hparams)
     from gemma_lab.backend import import_keras
     from gemma_lab.models.gguf_convert import build_causal_lm
     from gemma_lab.models.gguf_file import GemmaHyperParams
@@ -166,10 +173,69 @@ def tiny_gemma4(num_layers: int = 4, seed: int = 0, dtype: str = "float32", moe:
     return causal_lm
 
 
+def tiny_gemma3n(num_layers: int = 4, seed: int = 0, dtype: str = "float32",
+                 **hparams: Any) -> Any:
+    """A random keras-hub `Gemma3nCausalLM`, text only, with Gemma 3n's text features on: two
+    AltUp streams, Laurel, per-layer inputs, sliding (window 4) and global layers
+    alternating, the last half of the layers reusing earlier layers' keys and values, and
+    activation sparsity (Gaussian top-k) in layer 0's MLP; final logit soft cap 30.
+    `hparams` override the Gemma3nBackbone's.
+
+    Example:
+        >>> model = tiny_gemma3n()
+        >>> [block.is_kv_shared_layer for block in model.backbone.language_model.transformer_layers]
+        [False, False, True, True]
+    """
+    from gemma_lab.backend import import_keras
+
+    keras = import_keras()  # before keras_hub, which would start Keras on its default backend
+    import keras_hub
+    import numpy as np
+
+    from gemma_lab.backend import to_numpy
+
+    keras.utils.set_random_seed(seed)
+    vocabulary = len_vocab(GEMMA3N_SPECIALS, GEMMA3N_VOCAB)
+    config: dict[str, Any] = dict(
+        text_vocab_size=vocabulary, text_hidden_size=32, num_hidden_layers=num_layers,
+        pad_token_id=0, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        intermediate_size=[64] * num_layers, hidden_activation="gelu_approximate",
+        layer_types=["sliding_attention", "full_attention"] * (num_layers // 2)
+        + ["sliding_attention"] * (num_layers % 2),
+        sliding_window=4, rope_theta=1_000_000.0, max_position_embeddings=512,
+        vocab_size_per_layer_input=vocabulary, hidden_size_per_layer_input=8,
+        altup_num_inputs=2, altup_active_idx=0, altup_coef_clip=120.0, laurel_rank=4,
+        activation_sparsity_pattern=[0.95] + [0.0] * (num_layers - 1),
+        num_kv_shared_layers=num_layers // 2, final_logit_soft_cap=30.0, dtype=dtype)
+    config.update(hparams)
+    backbone = keras_hub.models.Gemma3nBackbone(**config)
+    # Gemma 3n's RMSNorm multiplies by its scale (initialised to one); AltUp's
+    # correct_output_scale (also a plain multiplier) starts at zero, which would drop every
+    # block's per-layer-input term: random values around one make both count.
+    _randomise_norms(backbone, seed, around=1.0)
+    # Unit-variance token embeddings give next-token distributions that differ (so
+    # interventions show), as in `tiny_gemma4`; any weight still zero is redrawn.
+    rng = np.random.default_rng(seed + 1)
+    embeddings = backbone.language_model.embed_tokens.embedding.embeddings
+    embeddings.assign(rng.normal(0, 1, size=tuple(embeddings.shape)).astype(embeddings.dtype))
+    for weight in backbone.weights:
+        if weight.trainable and not np.any(to_numpy(weight)):
+            weight.assign(rng.normal(0, 0.2, size=tuple(weight.shape)).astype(weight.dtype))
+    # Only now the task: Gemma3nCausalLM's functional graph captures the tied embedding's
+    # value when it is built (keras-hub's reverse embedding reads the variable eagerly), so
+    # weights assigned afterwards would not reach its logits.
+    tokenizer = keras_hub.models.Gemma3nTokenizer(
+        proto=tiny_proto(GEMMA3N_VOCAB, extra_specials=GEMMA3N_SPECIALS))
+    preprocessor = keras_hub.models.Gemma3nCausalLMPreprocessor(tokenizer=tokenizer,
+                                                                sequence_length=64)
+    causal_lm = keras_hub.models.Gemma3nCausalLM(preprocessor=preprocessor, backbone=backbone)
+    return causal_lm
+
+
 # --- tiny Hugging Face checkpoints (transformers writes them) -----------------------------------
-def _hf_tokenizer(directory: Path, extra_specials: tuple[str, ...]) -> int:
-    """tokenizer.json / tokenizer_config.json of `tiny_proto(extra_specials=...)`, converted
-    by transformers' own GemmaTokenizer; returns the vocabulary size."""
+def _hf_tokenizer(directory: Path, extra_specials: tuple[str, ...], vocab_size: int = 320) -> int:
+    """tokenizer.json / tokenizer_config.json of `tiny_proto(vocab_size, extra_specials)`,
+    converted by transformers' own GemmaTokenizer; returns the vocabulary size."""
     import json
 
     from gemma_lab.backend import import_keras
@@ -178,7 +244,7 @@ def _hf_tokenizer(directory: Path, extra_specials: tuple[str, ...]) -> int:
     from transformers import GemmaTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "tokenizer.model").write_bytes(tiny_proto(extra_specials=extra_specials))
+        (Path(tmp) / "tokenizer.model").write_bytes(tiny_proto(vocab_size, extra_specials))
         tokenizer = GemmaTokenizer.from_pretrained(tmp)
         tokenizer.save_pretrained(directory)
     config_path = directory / "tokenizer_config.json"
@@ -282,7 +348,7 @@ def keras_hub_inputs(backbone: Any, token_ids: Any) -> dict[str, Any]:
 
 def _randomise_norms(backbone: Any, seed: int, around: float = 0.0) -> None:
     # keras-hub initialises RMSNorm scales to zero (Gemma 1-3: x * (1 + scale)) or one
-    # (Gemma 4: x * scale); random ones around that make conversion bugs visible.
+    # (Gemma 3n, Gemma 4: x * scale); random ones around that make conversion bugs visible.
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -293,10 +359,10 @@ def _randomise_norms(backbone: Any, seed: int, around: float = 0.0) -> None:
 
 
 @functools.cache
-def len_vocab(extra_specials: tuple[str, ...] = ()) -> int:
+def len_vocab(extra_specials: tuple[str, ...] = (), vocab_size: int = 320) -> int:
     import sentencepiece as spm
 
-    proto = tiny_proto(extra_specials=extra_specials)
+    proto = tiny_proto(vocab_size, extra_specials=extra_specials)
     return spm.SentencePieceProcessor(model_proto=proto).get_piece_size()
 
 

@@ -57,6 +57,17 @@ class Tokenizer:
         """
         return self._optional_id(piece)
 
+    def is_control(self, token_id: int) -> bool:
+        """Whether `token_id` is a control token (`<bos>`, turn markers: no text of its own).
+
+        Example:
+            >>> from gemma_lab.testing import tiny_tokenizer
+            >>> tok = tiny_tokenizer()
+            >>> tok.is_control(tok.end_of_turn_id), tok.is_control(tok.encode("a")[0])
+            (True, False)
+        """
+        return bool(self._sp.is_control(int(token_id)))
+
     def _optional_id(self, piece: str) -> int | None:
         index = self._sp.piece_to_id(piece)
         return None if index == self._sp.unk_id() and piece != "<unk>" else index

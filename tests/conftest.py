@@ -16,7 +16,7 @@ def tiny_lab():
     return tiny_session("gemma3")
 
 
-@pytest.fixture(scope="session", params=["gemma", "gemma2", "gemma3", "gemma4"])
+@pytest.fixture(scope="session", params=["gemma", "gemma2", "gemma3", "gemma3n", "gemma4"])
 def tiny_lab_any(request):
     from gemma_lab.testing import tiny_session
 

@@ -92,6 +92,34 @@ def test_template_ids_equal_transformers_with_the_official_template(default_lab,
     assert ours == want, (default_lab.tokenizer.pieces(ours), hf.convert_ids_to_tokens(want))
 
 
+@pytest.mark.real_model
+def test_a_transcript_is_the_official_template_without_a_generation_prompt(default_lab):
+    """A conversation ending with a model turn, as lab.score(transcript) reads it: the ids of
+    Google's template with add_generation_prompt=False; speakers follow the turns."""
+    from transformers import AutoTokenizer
+
+    from gemma_lab.models.default_model import default_gguf_path
+
+    gguf = default_gguf_path()
+    hf = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    system, messages = CONVERSATIONS["multi"]
+    turns = [{"role": "system", "content": system}] + [
+        {"role": role, "content": text} for role, text in messages[:-1]]  # ends with "Rome."
+    hf_turns = [{**t, "role": "assistant" if t["role"] == "model" else t["role"]}
+                for t in turns]
+    want = hf.apply_chat_template(hf_turns, chat_template=OFFICIAL_TEMPLATE,
+                                  add_generation_prompt=False, tokenize=True)
+    want = list(want["input_ids"] if hasattr(want, "keys") else want)
+    chat = default_lab.transcript(turns)
+    assert list(chat.token_ids) == want
+    pieces = default_lab.tokenizer.pieces(list(chat.token_ids))
+    spoken = "".join(p for p, who in zip(pieces, chat.speakers, strict=True) if who == "model")
+    assert spoken.replace("▁", " ") == "Tokyo.Rome."
+    assert {who for who in chat.speakers} == {"markup", "system", "user", "model"}
+    score = default_lab.score(turns)
+    assert score.token_ids == want[1:] and score.speakers == chat.speakers[1:]
+
+
 def test_a_reply_sees_exactly_the_templated_ids_and_joins_the_history(chat_lab):
     lab = chat_lab
     template = template_for(lab.info().family)

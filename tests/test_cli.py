@@ -42,6 +42,7 @@ def test_doctor_text_output(capsys):
     assert main(["doctor", "--no-devices"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("versions:\n") and "default model:" in out and "requested" in out
+    assert "model families:" in out and "Gemma 4" in out and "Gemma 3n" in out
 
 
 def test_convert_tiny_gguf_to_a_loadable_preset(tmp_path, tiny_lab, capsys):

@@ -18,12 +18,43 @@ def _keras_hub_residuals(lab, ids):
     import keras
 
     backbone = lab.backbone
+    if type(backbone).__name__ == "Gemma3nBackbone":
+        return _keras_hub_gemma3n_residuals(lab, ids)
     blocks = list(backbone.transformer_layers)
     outputs = [b.output[0] if isinstance(b.output, (list, tuple)) else b.output for b in blocks]
     feed = keras_hub_inputs(backbone, [ids])
     residuals = keras.Model(backbone.input, outputs)(feed)
     logits = lab.causal_lm(feed)
     return [np.asarray(r)[0] for r in residuals], np.asarray(logits)[0]
+
+
+def _keras_hub_gemma3n_residuals(lab, ids):
+    """Gemma 3n's blocks sit inside its text-model layer, out of the functional graph's reach:
+    call keras-hub's own layers block by block instead (KV-shared blocks get their source
+    block's keys and values, as Gemma3nTextModel passes them), and the active AltUp stream
+    leaving each block."""
+    from keras import ops
+
+    model = lab.backbone.language_model
+    feed = keras_hub_inputs(lab.backbone, [ids])
+    embeds, per_layer = lab.backbone.embedding_processor({"token_ids": feed["token_ids"]})
+    # Gemma3nTextModel.call: stream 0 is the embedding, each other stream its AltUp
+    # projection rescaled to the embedding's RMS.
+    target = ops.sqrt(ops.mean(embeds**2, axis=-1, keepdims=True))
+    streams = [embeds]
+    for projection in model.altup_projections:
+        projected = projection(embeds)
+        streams.append(projected * target / ops.sqrt(ops.maximum(
+            ops.mean(projected**2, axis=-1, keepdims=True), 1e-5)))
+    streams = ops.stack(streams, axis=0)
+    mask = ops.cast(feed["padding_mask"], "bool")
+    adapter, caches, residuals = lab.runtime.adapter, {}, []
+    for layer, block in enumerate(model.transformer_layers):
+        source = adapter.kv_source(layer)
+        streams, caches[layer] = block((streams, per_layer[:, :, layer], mask),
+                                       cache=None if source is None else caches[source])
+        residuals.append(np.asarray(streams[block.altup_active_idx])[0])
+    return residuals, np.asarray(lab.causal_lm(feed))[0]
 
 
 def _counting():

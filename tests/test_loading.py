@@ -90,7 +90,7 @@ def test_bad_specs_say_what_to_do(spec, message):
 
 
 def test_directory_that_is_not_a_preset(tmp_path):
-    with pytest.raises(ModelLoadError, match="not a keras-hub preset"):
+    with pytest.raises(ModelLoadError, match="neither a keras-hub preset"):
         gemma_lab.load(tmp_path, progress=False)
 
 

@@ -248,3 +248,22 @@ def _start_tags(html: str) -> set[str]:
     parser.handle_starttag = lambda tag, attrs: tags.add(tag)
     parser.feed(html)
     return tags
+
+
+@pytest.mark.parametrize("architecture", ["gemma4", "gemma3n"])
+def test_attention_shows_sliding_global_and_kv_shared_layers(architecture):
+    """Layers 0, 2 local (window 4; layer 2 reads layer 0's keys and values), 1, 3 global."""
+    from gemma_lab.testing import tiny_session
+
+    trace = tiny_session(architecture).trace("hello world, this is a tiny corpus")
+    attention = np.asarray(trace.attention)  # [layer, head, query, key]
+    n = attention.shape[-1]
+    np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
+    queries, keys = np.indices((n, n))
+    assert np.abs(attention[..., keys > queries]).max() == 0  # causal everywhere
+    far = queries - keys >= 4
+    for layer in (0, 2):
+        assert np.abs(attention[layer][:, far]).max() == 0
+    for layer in (1, 3):
+        assert attention[layer][:, far].max() > 0
+    assert trace.windows == (4, None, 4, None)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
+import re
 
 import numpy as np
 import pytest
 
 import gemma_lab.magics
+from gemma_lab.errors import InputError
 from gemma_lab.models.loading import LoadedModel
 from gemma_lab.session import GemmaLab
 from gemma_lab.testing import run_magic, tiny_causal_lm
@@ -124,6 +128,161 @@ def test_bad_sampler_values_are_reported_in_the_status_line(tiny_lab):
     assert playground.generate() is False
     assert "context" in playground.status.value
     assert playground.branches == [] and not playground.busy
+
+
+@pytest.fixture
+def chat_lab(tiny_lab):
+    """The shared tiny session with an empty conversation, left empty afterwards."""
+    tiny_lab.reset_chat()
+    yield tiny_lab
+    tiny_lab.reset_chat()
+
+
+def shown_turns(playground: Playground) -> list[tuple[str, str]]:
+    """(role, text) of each turn in the Playground's conversation view."""
+    found = re.findall(r'data-role="(\w+)".*?class="gemma-lab-chat-content"[^>]*>(.*?)</div>',
+                       playground.conversation.value, flags=re.S)
+    return [(role, html.unescape(text)) for role, text in found]
+
+
+def history_turns(lab) -> list[tuple[str, str]]:
+    return [(turn["role"], turn["content"]) for turn in lab.chat_history]
+
+
+def send(playground: Playground, message: str) -> None:
+    playground.prompt.value = message
+    playground.generate_button.click()
+    playground.wait(WAIT_S)
+    assert playground.error is None, playground.error
+
+
+def test_chat_mode_sends_the_templated_ids_and_shows_the_turns_with_roles(chat_lab):
+    playground = Playground(chat_lab, mode="Chat", system="Be brief.", max_new_tokens=5)
+    assert playground.generate_button.description == "Send"
+    assert playground.conversation.layout.display is None  # shown in chat mode
+    _, expected_ids = chat_lab._chat.prompt("Hello", "Be brief.")
+    send(playground, "Hello")
+
+    reply = playground.current
+    assert reply.prompt_ids == tuple(expected_ids)
+    same = chat_lab.stream("", prompt_ids=expected_ids, max_new_tokens=5).run()
+    assert [s.token_id for s in reply.steps] == same.token_ids
+    # the strip holds the reply only (the conversation is drawn as turns above it)
+    assert [t["prob"] for t in playground.strip.tokens] == pytest.approx(same.probs)
+    assert chat_lab.chat_history == [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "Hello"},
+                                     {"role": "model", "content": same.text}]
+    assert playground.prompt.value == ""  # sent
+    assert playground.system.disabled  # the conversation's system prompt is set
+
+    _, second_ids = chat_lab._chat.prompt("And now?")
+    send(playground, "And now?")
+    assert playground.current.prompt_ids == tuple(second_ids)
+    assert [role for role, _ in history_turns(chat_lab)] == [
+        "system", "user", "model", "user", "model"]
+    assert shown_turns(playground) == history_turns(chat_lab)
+    assert len(playground.branches) == 2
+
+    playground.new_chat_button.click()
+    assert chat_lab.chat_history == [] and shown_turns(playground) == []
+    assert not playground.system.disabled
+    send(playground, "Fresh start")  # the system field is offered again, and used
+    assert history_turns(chat_lab)[:2] == [("system", "Be brief."), ("user", "Fresh start")]
+
+
+def test_stop_in_chat_mode_leaves_no_half_written_turn(chat_lab):
+    playground = Playground(chat_lab, mode="Chat", max_new_tokens=24, update_interval=0)
+    send(playground, "One")
+    before = chat_lab.chat_history
+    clicked = []
+
+    def stop_after_two(change):
+        if len(playground.strip.tokens) >= 2 and not clicked:
+            clicked.append(1)
+            playground.stop_button.click()
+
+    playground.strip.observe(stop_after_two, names="tokens")
+    send(playground, "Two")
+    playground.strip.unobserve(stop_after_two, names="tokens")
+
+    assert playground.current.finish_reason == "stopped"
+    assert chat_lab.chat_history == before
+    assert shown_turns(playground) == history_turns(chat_lab)  # no pending "Two" left
+    assert "not added to the conversation" in playground.status.value
+    assert playground.prompt.value == "Two"  # kept, to send again
+    playground.generate_button.click()
+    playground.wait(WAIT_S)
+    assert history_turns(chat_lab)[-2][1] == "Two" and len(chat_lab.chat_history) == 4
+
+
+def test_a_branch_in_chat_mode_replaces_the_last_reply_and_the_chat_follows_it(chat_lab):
+    playground = Playground(chat_lab, mode="Chat", max_new_tokens=5)
+    send(playground, "hello")
+    parent = playground.current
+
+    playground.strip.selected = 1  # the reply's second token (no prompt tokens shown)
+    chosen = parent.steps[1]
+    alternative = playground.alternatives.value
+    assert chosen.top_k_ids[alternative] != chosen.token_id
+    playground.branch_button.click()
+    playground.wait(WAIT_S)
+    assert playground.error is None
+
+    branch = playground.current
+    assert len(playground.branches) == 2 and (branch.parent, branch.forced) == (0, 1)
+    assert branch.steps[0] == parent.steps[0]
+    assert branch.steps[1].token_id == chosen.top_k_ids[alternative]
+    assert branch.prompt_ids == parent.prompt_ids  # the same conversation, one reply swapped
+    branch_text = chat_lab.tokenizer.decode([s.token_id for s in branch.steps])
+    assert chat_lab.chat_history == [{"role": "user", "content": "hello"},
+                                     {"role": "model", "content": branch_text}]
+    assert shown_turns(playground) == history_turns(chat_lab)
+
+    prompt_text, next_ids = chat_lab._chat.prompt("again")
+    assert branch_text.strip() in prompt_text
+    send(playground, "again")
+    assert playground.current.prompt_ids == tuple(next_ids)
+    assert history_turns(chat_lab)[1] == ("model", branch_text)
+
+    playground.history.value = 0  # the first reply is no longer the last one: refused
+    playground.strip.selected = 0
+    assert playground.branch() is False
+    assert "earlier point of the conversation" in playground.status.value
+    assert len(playground.branches) == 3
+
+
+def test_chat_turns_are_escaped_and_follow_lab_chat(chat_lab):
+    first = chat_lab.chat("<b>hi</b>", max_new_tokens=3)
+    hostile = "<img src=x onerror=alert(1)> & </div>"
+    assert chat_lab._chat.replace_last_reply(dataclasses.replace(first, text=hostile))
+    playground = Playground(chat_lab)  # complete mode: no conversation shown
+    assert playground.conversation.layout.display == "none"
+    playground.mode.value = "Chat"
+    assert playground.conversation.layout.display is None
+    view = playground.conversation.value
+    assert "<img" not in view and "<b>" not in view
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp; &lt;/div&gt;" in view
+    assert shown_turns(playground) == [("user", "<b>hi</b>"), ("model", hostile)]
+    playground.prompt.value = "   "
+    assert playground.generate() is False
+    assert "non-empty message" in playground.status.value
+    with pytest.raises(InputError, match="mode must be one of"):
+        Playground(chat_lab, mode="chat")
+
+
+def test_chat_replace_last_reply_takes_a_complete_reply_to_the_last_message(chat_lab):
+    chat = chat_lab._chat
+    with pytest.raises(InputError, match="no model reply"):
+        chat.replace_last_reply(chat_lab.generate("x", max_new_tokens=1))
+    first = chat_lab.chat("One", max_new_tokens=2)
+    second = chat_lab.chat("Two", max_new_tokens=2)
+    with pytest.raises(InputError, match="different point of the conversation"):
+        chat.replace_last_reply(first)  # answers "One", not the last message
+    before = chat_lab.chat_history
+    half = dataclasses.replace(second, text="half", finish_reason="stopped")
+    assert chat.replace_last_reply(half) is False and chat_lab.chat_history == before
+    assert chat.replace_last_reply(dataclasses.replace(second, text="Another reply"))
+    assert chat_lab.chat_history == [*before[:-1], {"role": "model", "content": "Another reply"}]
 
 
 def test_attention_explorer_selectors_heatmap_grid_and_clicked_token(tiny_lab):

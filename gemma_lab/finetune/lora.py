@@ -59,7 +59,8 @@ def ensure_lora(runtime: ModelRuntime, rank: int) -> bool:
             "(gemma_lab.load()) for a different rank."
         )
     with runtime.distribution_scope():  # new variables take the session's device layout
-        runtime.backbone.enable_lora(rank)
+        targets = runtime.adapter.lora_targets  # None: keras-hub's default layers
+        runtime.backbone.enable_lora(rank, target_layer_names=list(targets) if targets else None)
     # Compiled functions captured the variable list before LoRA added variables.
     runtime.invalidate_compiled()
     return True

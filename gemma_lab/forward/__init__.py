@@ -1,7 +1,8 @@
 """The one forward pass with named hook points (TransformerLens-style names).
 
 `points` names the points and holds `HookSet`; one adapter per keras-hub family says which of
-its layers yields each point (`gemma`: Gemma 1, 2, 3; `gemma4`: Gemma 4), through the
+its layers yields each point (`gemma`: Gemma 1, 2, 3; `gemma3n`: Gemma 3n; `gemma4`:
+Gemma 4), through the
 `taps` on those layers; `run.ForwardPass` calls keras-hub's
 own model with those points routed through a hook set; `patching` keeps every change to the
 model's layers scoped and reversible.
@@ -13,6 +14,7 @@ from typing import Any
 
 from gemma_lab.errors import ModelLoadError
 from gemma_lab.forward.gemma import GemmaAdapter
+from gemma_lab.forward.gemma3n import Gemma3nAdapter
 from gemma_lab.forward.gemma4 import Gemma4Adapter
 from gemma_lab.forward.points import (
     NO_HOOKS,
@@ -24,8 +26,8 @@ from gemma_lab.forward.points import (
 )
 from gemma_lab.forward.run import ForwardPass, compiled_pass
 
-ADAPTERS = (GemmaAdapter, Gemma4Adapter)
-Adapter = GemmaAdapter | Gemma4Adapter
+ADAPTERS = (GemmaAdapter, Gemma3nAdapter, Gemma4Adapter)
+Adapter = GemmaAdapter | Gemma3nAdapter | Gemma4Adapter
 
 
 def supported_architectures() -> list[str]:
@@ -51,7 +53,7 @@ def adapter_for(causal_lm: Any) -> Adapter:
         if name in adapter.architectures:
             return adapter(causal_lm)
     raise ModelLoadError(f"gemma_lab has no hook points for {name} (supported: "
-                         f"{', '.join(supported_architectures())}). Load a Gemma 1, 2, 3 or 4 "
+                         f"{', '.join(supported_architectures())}). Load a Gemma 1, 2, 3, 3n or 4 "
                          "text model.")
 
 

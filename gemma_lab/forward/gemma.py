@@ -14,7 +14,7 @@ from typing import Any
 
 from gemma_lab.forward import taps
 from gemma_lab.forward.patching import Patch
-from gemma_lab.forward.points import HookSet, ModelShape, block_point, point_names
+from gemma_lab.forward.points import HookSet, ModelShape, by_block, point_names
 from gemma_lab.forward.taps import Apply
 
 
@@ -56,6 +56,7 @@ class GemmaAdapter:
     """
 
     architectures = ("GemmaBackbone", "Gemma3Backbone")
+    lora_targets: tuple[str, ...] | None = None  # keras-hub's defaults (query, value)
     # Points this family has beyond the common ones (see `forward.points`); none here.
     extra_points: tuple[str, ...] = ()
 
@@ -117,15 +118,10 @@ class GemmaAdapter:
     def patches(self, hooks: HookSet, apply: Apply) -> list[Patch]:
         """The patches that route every point `hooks` touches through `apply`."""
         points = hooks.points()
-        per_block: dict[int, set[str]] = {}
-        for name in points:
-            parsed = block_point(name)
-            if parsed is not None:
-                per_block.setdefault(parsed[0], set()).add(parsed[1])
         patches: list[Patch] = []
         if "embed" in points or "logits" in points:
             patches.append(taps.embedding(self.backbone.token_embedding, apply, points))
-        for index, block_points in sorted(per_block.items()):
+        for index, block_points in by_block(points).items():
             patches += _block(self.blocks[index], apply, index, block_points)
         if "final_norm" in points:
             patches.append(taps.outputs(self.backbone.layer_norm, apply, "final_norm", None))

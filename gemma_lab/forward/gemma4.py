@@ -29,7 +29,7 @@ from typing import Any
 
 from gemma_lab.forward import taps
 from gemma_lab.forward.patching import Patch, call_attr
-from gemma_lab.forward.points import HookSet, ModelShape, block_point
+from gemma_lab.forward.points import HookSet, ModelShape, by_block, point_names
 from gemma_lab.forward.taps import Apply
 
 _ORDER = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z", "attn_out",
@@ -70,6 +70,7 @@ class Gemma4Adapter:
         self.blocks = list(self.backbone.transformer_layers)
 
     family = "Gemma 4"
+    lora_targets: tuple[str, ...] | None = None  # keras-hub's defaults
 
     @property
     def num_layers(self) -> int:
@@ -92,10 +93,7 @@ class Gemma4Adapter:
 
     def point_names(self) -> list[str]:
         """Every hook point of this model, in forward order."""
-        names = ["embed"]
-        for layer in range(self.num_layers):
-            names += [f"blocks.{layer}.{point}" for point in self.block_points(layer)]
-        return [*names, "final_norm", "logits"]
+        return point_names(self.num_layers, self.block_points)
 
     @property
     def shape(self) -> ModelShape:
@@ -157,18 +155,13 @@ class Gemma4Adapter:
     def patches(self, hooks: HookSet, apply: Apply) -> list[Patch]:
         """The patches that route every point `hooks` touches through `apply`."""
         points = hooks.points()
-        per_block: dict[int, set[str]] = {}
-        for name in points:
-            parsed = block_point(name)
-            if parsed is not None:
-                per_block.setdefault(parsed[0], set()).add(parsed[1])
         patches: list[Patch] = []
         if "embed" in points or "logits" in points:
             cap = getattr(self.causal_lm, "final_logit_cap", None) if "logits" in points else None
             if cap is not None:  # the tap caps, so the CausalLM must not cap again meanwhile
                 patches.append(Patch(self.causal_lm, "final_logit_cap", lambda _: None))
             patches.append(taps.embedding(self.backbone.token_embedding, apply, points, cap))
-        for index, block_points in sorted(per_block.items()):
+        for index, block_points in by_block(points).items():
             patches += self._block(index, apply, block_points)
         if "final_norm" in points:
             patches.append(taps.outputs(self.backbone.layer_norm, apply, "final_norm", None))

@@ -43,8 +43,10 @@ _BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.(.+)$")
 HookFn = Callable[[Any, "HookContext"], Any]
 
 
-def point_names(num_layers: int) -> list[str]:
-    """Every hook-point name of a model with `num_layers` decoder blocks, in forward order.
+def point_names(num_layers: int,
+                block_points: Callable[[int], Iterable[str]] | None = None) -> list[str]:
+    """Every hook-point name of a model with `num_layers` decoder blocks, in forward order;
+    `block_points(layer)` says which points a block has (default: `BLOCK_POINTS`).
 
     Example:
         >>> point_names(1)[:3], point_names(1)[-2:]
@@ -52,7 +54,8 @@ def point_names(num_layers: int) -> list[str]:
     """
     names = ["embed"]
     for layer in range(num_layers):
-        names += [f"blocks.{layer}.{point}" for point in BLOCK_POINTS]
+        points = BLOCK_POINTS if block_points is None else block_points(layer)
+        names += [f"blocks.{layer}.{point}" for point in points]
     return [*names, "final_norm", "logits"]
 
 
@@ -65,6 +68,22 @@ def block_point(name: str) -> tuple[int, str] | None:
     """
     match = _BLOCK_NAME.match(name)
     return (int(match.group(1)), match.group(2)) if match else None
+
+
+def by_block(names: Iterable[str]) -> dict[int, set[str]]:
+    """The block points among `names`, grouped by layer (ascending): what each adapter
+    patches per block.
+
+    Example:
+        >>> by_block(["logits", "blocks.1.attn.z", "blocks.0.mlp_out", "blocks.1.resid_post"])
+        {0: {'mlp_out'}, 1: {'attn.z', 'resid_post'}}
+    """
+    grouped: dict[int, set[str]] = {}
+    for name in names:
+        parsed = block_point(name)
+        if parsed is not None:
+            grouped.setdefault(parsed[0], set()).add(parsed[1])
+    return dict(sorted(grouped.items()))
 
 
 def check_names(names: Iterable[str], num_layers: int,
@@ -269,6 +288,7 @@ __all__ = [
     "HookSet",
     "ModelShape",
     "block_point",
+    "by_block",
     "check_names",
     "point_names",
 ]

@@ -56,8 +56,12 @@ class ForwardPass:
         self._inputs: dict[str, Any] = {}
         self._base_patches = sliding_mask.patches(adapter.blocks)
         self._hook_patches = adapter.patches(hooks, self._apply) if not hooks.empty else []
-        self._takes_padding_mask = "padding_mask" in inspect.signature(
-            causal_lm._build_cache).parameters
+        parameters = inspect.signature(causal_lm._build_cache).parameters
+        self._takes_padding_mask = "padding_mask" in parameters
+        # Text only: every other input `_build_cache` requires (images, audio) is None.
+        self._cache_inputs = {name: None for name, parameter in list(parameters.items())[1:]
+                              if parameter.default is inspect.Parameter.empty
+                              and name != "padding_mask"}
 
     # --- the hook points --------------------------------------------------------------------
     def _apply(self, name: str, layer: int | None, value: Any) -> Any:
@@ -110,7 +114,8 @@ class ForwardPass:
         self._no_records("prefill")
         with self._installed(0, recording=False):
             if self._takes_padding_mask:
-                _, cache = self.causal_lm._build_cache(token_ids, None, None, padding_mask, None)
+                _, cache = self.causal_lm._build_cache(token_ids, padding_mask=padding_mask,
+                                                       **self._cache_inputs)
             else:
                 _, cache = self.causal_lm._build_cache(token_ids)
         return cache

@@ -145,10 +145,11 @@ def record_token_ids(runtime: ModelRuntime, ids: Sequence[int], names: Sequence[
 
 
 def run_with_cache(runtime: ModelRuntime,
-                   text: str, names: Sequence[str] | Callable[[str], bool] | None = None
-                   ) -> ActivationCache:
+                   text: str, names: Sequence[str] | Callable[[str], bool] | None = None,
+                   ids: Sequence[int] | None = None) -> ActivationCache:
     """Run `text` (after `<bos>`) once and keep the values of `names` (a list, a predicate
-    on names, or None for every point); hooks in force apply first.
+    on names, or None for every point); hooks in force apply first. `ids` (with `<bos>`),
+    when given, are run as they are (a chat transcript's exact ids).
 
     Example:
         >>> from gemma_lab.testing import tiny_runtime
@@ -159,14 +160,14 @@ def run_with_cache(runtime: ModelRuntime,
     if not isinstance(text, str) or not text:
         raise InputError("run_with_cache() needs a non-empty string to run.")
     chosen = _chosen(runtime, names)
-    ids = runtime.tokenizer.encode(text, add_bos=True)
+    ids = list(ids) if ids is not None else runtime.tokenizer.encode(text, add_bos=True)
     n = len(ids)
     if n > runtime.context_length:
         raise InputError(f"The text has {n} tokens, more than the model's context of "
                          f"{runtime.context_length}. Use a shorter text.")
-    backbone = runtime.backbone
-    sizes = {"logits": backbone.vocabulary_size, "attn.pattern": backbone.num_query_heads * n}
-    width = max(backbone.hidden_dim, getattr(backbone, "intermediate_dim", 0))
+    shape = runtime.adapter.shape
+    sizes = {"logits": shape.vocabulary_size, "attn.pattern": shape.num_heads * n}
+    width = max(shape.hidden_dim, shape.mlp_dim)
     needed = sum(4 * n * next((v for k, v in sizes.items() if name.endswith(k)), width)
                  for name in chosen)
     if needed > MAX_CACHE_BYTES:

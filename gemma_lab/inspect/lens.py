@@ -29,7 +29,7 @@ class LogitLens:
     """
 
     def __init__(self, run: ForwardPass, k: int = 5):
-        self.backbone = run.backbone
+        self.vocabulary_size = run.adapter.shape.vocabulary_size
         self.k = int(k)
         self._stats = compiled_pass(run, self._stats_fn)
         self._logits = compiled_pass(run, self._logits_fn)
@@ -52,7 +52,7 @@ class LogitLens:
         `hidden` is [rows, hidden_dim] residual stream; `targets` [rows] token ids.
         """
         rows = hidden.shape[0]
-        cap = max(1, LOGITS_PER_CALL // self.backbone.vocabulary_size)
+        cap = max(1, LOGITS_PER_CALL // self.vocabulary_size)
         per_call = min(bucket_length(rows), 2 ** int(math.log2(cap)))
         top_ids, top_probs, target_probs = [], [], []
         for start in range(0, rows, per_call):

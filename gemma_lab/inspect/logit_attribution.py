@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemma_lab.backend import to_numpy
-from gemma_lab.errors import InputError, NotAvailableError
+from gemma_lab.errors import InputError
+from gemma_lab.features import require
 from gemma_lab.inspect.activations import run_with_cache
 
 if TYPE_CHECKING:
@@ -146,12 +147,8 @@ def logit_attribution(runtime: ModelRuntime, text: str, target: str | None = Non
         >>> abs(la.direct_sum - la.logit) < 1e-3
         True
     """
-    if runtime.adapter.family == "Gemma 4":
-        raise NotAvailableError(
-            "Direct logit attribution is not available for Gemma 4 yet: its blocks scale the "
-            "residual stream (layer_scalar) and add per-layer-embedding terms, so attention and "
-            "MLP parts alone do not add up to the logit. Use lab.attribute(...) or hooks on "
-            "attn_out / mlp_out with lab.compare(...).")
+    require(runtime.adapter, "logit attribution",
+            "Use lab.attribute(...) or hooks on attn_out / mlp_out with lab.compare(...).")
     shape = runtime.adapter.shape
     layers = shape.num_layers
     names = (["blocks.0.resid_pre", "final_norm"]

@@ -70,6 +70,7 @@ class Trace:
     lens_top_probs: np.ndarray
     lens_target_probs: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    speakers: tuple[str, ...] = ()  # chat transcripts: the speaker of each position
 
     @property
     def num_layers(self) -> int:
@@ -95,11 +96,12 @@ class Trace:
 
     def to_dict(self) -> dict[str, Any]:
         """The v1 JSON payload: tokens ("<bos>" first, as the arrays), attention and lens."""
-        from gemma_lab.render import payload, token_entry
+        from gemma_lab.render import payload, token_entry, with_speakers
 
         tokens = [token_entry("prompt", piece, token_id, piece=piece)
                   for piece, token_id in zip(self.tokens, self.token_ids, strict=True)]
-        return payload("trace", self.text, tokens, dict(self.metadata), **self.payload_extras())
+        return payload("trace", self.text, with_speakers(tokens, self.speakers),
+                       dict(self.metadata), **self.payload_extras())
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from gemma_lab.render import mimebundle

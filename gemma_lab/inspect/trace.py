@@ -93,11 +93,13 @@ def _selection(values: Sequence[int] | int | None, count: int, what: str) -> tup
 
 
 def trace_text(runtime: ModelRuntime, text: str, layers: Sequence[int] | int | None = None,
-               heads: Sequence[int] | int | None = None) -> Trace:
+               heads: Sequence[int] | int | None = None, ids: Sequence[int] | None = None,
+               speakers: Sequence[str] = ()) -> Trace:
     """Run `text` (after <bos>) once through the model and record what happens inside.
 
     `layers` / `heads` choose which attention matrices to keep (default: all); the residual
-    stream and logit lens always cover every layer. See `Trace` for the fields.
+    stream and logit lens always cover every layer. See `Trace` for the fields. `ids` (with
+    `<bos>`), when given, are traced as they are (a chat transcript's, `speakers` per id).
 
     Example:
         >>> from gemma_lab.testing import tiny_runtime
@@ -107,15 +109,15 @@ def trace_text(runtime: ModelRuntime, text: str, layers: Sequence[int] | int | N
     """
     if not isinstance(text, str) or not text:
         raise InputError("trace() needs a non-empty string to trace.")
-    backbone = runtime.backbone
+    shape = runtime.adapter.shape
     tokenizer = runtime.tokenizer
-    ids = tokenizer.encode(text, add_bos=True)
+    ids = list(ids) if ids is not None else tokenizer.encode(text, add_bos=True)
     n = len(ids)
     if n > runtime.context_length:
         raise InputError(f"The text has {n} tokens, more than the model's context of "
                          f"{runtime.context_length}. Trace a shorter text.")
-    layers = _selection(layers, backbone.num_layers, "layers")
-    heads = _selection(heads, backbone.num_query_heads, "heads")
+    layers = _selection(layers, shape.num_layers, "layers")
+    heads = _selection(heads, shape.num_heads, "heads")
     attention_bytes = 4 * len(layers) * len(heads) * n * n
     if attention_bytes > MAX_ATTENTION_BYTES:
         raise InputError(
@@ -142,7 +144,7 @@ def trace_text(runtime: ModelRuntime, text: str, layers: Sequence[int] | int | N
     target_probs[:, -1] = np.nan
     pieces = np.vectorize(tokenizer.piece, otypes=[object])(top_ids) if top_ids.size else top_ids
 
-    small = n * backbone.vocabulary_size <= MAX_LOGITS
+    small = n * shape.vocabulary_size <= MAX_LOGITS
     logits = tracer.lens.logits(residual[-1]) if small else None
     return Trace(
         text=text,
@@ -159,4 +161,5 @@ def trace_text(runtime: ModelRuntime, text: str, layers: Sequence[int] | int | N
         lens_top_probs=top_probs,
         lens_target_probs=target_probs,
         metadata=runtime.metadata(),
+        speakers=tuple(speakers),
     )

@@ -88,7 +88,8 @@ def build_causal_lm(
 
 
 def convert_gguf(model: GGUFModel, dtype: str = "float32", progress: bool = True) -> Any:
-    """Dequantise a GGUF model into a keras-hub Gemma CausalLM.
+    """Dequantise a GGUF model into a keras-hub Gemma CausalLM (Gemma 4: `Gemma4CausalLM`,
+    through `gguf_gemma4.convert_gemma4`).
 
     Example:
         >>> from gemma_lab.testing import tiny_gguf
@@ -97,6 +98,10 @@ def convert_gguf(model: GGUFModel, dtype: str = "float32", progress: bool = True
         >>> type(causal_lm).__name__
         'Gemma3CausalLM'
     """
+    if model.hparams.architecture == "gemma4":
+        from gemma_lab.models.gguf_gemma4 import convert_gemma4
+
+        return convert_gemma4(model, dtype=dtype, progress=progress)
     causal_lm = build_causal_lm(model.hparams, sentencepiece_proto(model.vocabulary), dtype)
     rules = list(weight_rules(causal_lm.backbone))
     expected = {name for name, _, _ in rules}
@@ -104,7 +109,7 @@ def convert_gguf(model: GGUFModel, dtype: str = "float32", progress: bool = True
     if unexpected:
         raise GGUFError(
             f"{model.path} has tensors this Gemma converter does not know: {unexpected[:5]}. "
-            "Is it a text-only gemma/gemma2/gemma3 model?"
+            "Is it a text-only gemma/gemma2/gemma3/gemma4 model?"
         )
     for name, variable, layout in progress_bar(rules, desc="Converting GGUF", disable=not progress):
         value = layout.to_keras(model.tensor(name), tuple(variable.shape))

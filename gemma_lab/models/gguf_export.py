@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from gemma_lab.backend import to_numpy
+from gemma_lab.models.gguf_tokenizer import write_vocabulary
 from gemma_lab.models.weight_layout import weight_rules
 
 _QUANTIZABLE = {"Q8_0"}
@@ -22,33 +23,14 @@ def _architecture(backbone: Any) -> str:
     return "gemma2" if backbone.use_post_ffw_norm else "gemma"
 
 
-def _vocabulary(proto: bytes) -> tuple[list[str], list[float], list[int], dict[str, int]]:
-    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
-
-    model = sp_pb2.ModelProto()
-    model.ParseFromString(proto)
-    tokens, scores, types = [], [], []
-    for piece in model.pieces:
-        text = piece.piece
-        piece_type = piece.type
-        if piece_type == 4:  # llama.cpp writes user-defined pieces with literal spaces
-            text = text.replace("\u2581", " ")
-        if piece_type == 2:  # ... and types <unk> as a control token
-            piece_type = 3
-        tokens.append(text)
-        scores.append(piece.score)
-        types.append(piece_type)
-    spec = model.trainer_spec
-    ids = {"bos": spec.bos_id, "eos": spec.eos_id, "unk": spec.unk_id, "pad": max(spec.pad_id, 0)}
-    return tokens, scores, types, ids
-
-
 def export_gguf(causal_lm: Any, path: str | Path, quantization: str = "F32",
                 name: str = "gemma_lab export") -> Path:
-    """Write `causal_lm` (keras-hub GemmaCausalLM or Gemma3CausalLM) as a GGUF file.
+    """Write `causal_lm` (keras-hub GemmaCausalLM, Gemma3CausalLM or Gemma4CausalLM) as a GGUF
+    file.
 
     `quantization`: "F32", or "Q8_0" for the matrices (norms stay F32), which exercises the
-    same dequantisation path as llama.cpp's quantised files.
+    same dequantisation path as llama.cpp's quantised files (Gemma 4 also takes "F16"; see
+    `gguf_gemma4.export_gemma4`).
 
     Example:
         >>> import tempfile, os
@@ -60,9 +42,11 @@ def export_gguf(causal_lm: Any, path: str | Path, quantization: str = "F32",
     import gguf
 
     backbone = causal_lm.backbone
+    if type(backbone).__name__ == "Gemma4Backbone":
+        from gemma_lab.models.gguf_gemma4 import export_gemma4
+
+        return export_gemma4(causal_lm, path, quantization, name)
     arch = _architecture(backbone)
-    proto = causal_lm.preprocessor.tokenizer.proto
-    tokens, scores, types, ids = _vocabulary(proto)
     path = Path(path)
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(name)
@@ -81,16 +65,7 @@ def export_gguf(causal_lm: Any, path: str | Path, quantization: str = "F32",
     if arch == "gemma2":
         writer.add_attn_logit_softcapping(backbone.attention_logit_soft_cap)
         writer.add_final_logit_softcapping(backbone.final_logit_soft_cap)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(ids["bos"])
-    writer.add_eos_token_id(ids["eos"])
-    writer.add_unk_token_id(ids["unk"])
-    writer.add_pad_token_id(ids["pad"])
-    writer.add_add_bos_token(True)
-    writer.add_add_space_prefix(False)
+    write_vocabulary(writer, causal_lm.preprocessor.tokenizer.proto)
 
     for tensor_name, variable, layout in weight_rules(backbone):
         array = np.ascontiguousarray(layout.to_gguf(to_numpy(variable.value).astype(np.float32)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ class GemmaHyperParams:
     """Architecture hyper-parameters of a Gemma model, independent of file format.
 
     Attributes:
-        architecture: "gemma", "gemma2" or "gemma3".
+        architecture: "gemma", "gemma2", "gemma3" or "gemma4" (for Gemma 4, the sliding
+            layers' head size and KV heads; the rest lives in `GGUFModel.metadata`).
         vocabulary_size: number of tokens.
         num_layers: transformer blocks.
         num_query_heads / num_key_value_heads: attention heads (GQA when they differ).
@@ -84,10 +85,18 @@ class GGUFModel:
     hparams: GemmaHyperParams
     vocabulary: GGUFVocabulary
     _tensors: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)  # the "{architecture}.*" keys
 
     @property
     def tensor_names(self) -> list[str]:
         return list(self._tensors)
+
+    def tensor_shape(self, name: str) -> tuple[int, ...]:
+        """Shape of one tensor as `tensor(name)` returns it, without dequantising it."""
+        t = self._tensors.get(name)
+        if t is None:
+            raise GGUFError(f"Tensor {name!r} is missing from {self.path}; the file is incomplete.")
+        return tuple(int(d) for d in reversed(t.shape.tolist()))
 
     def tensor(self, name: str) -> np.ndarray:
         """Dequantise one tensor to float32, shaped like the HF weight (rows = outputs)."""
@@ -169,20 +178,30 @@ def _float(value: Any, key: str, lower: float = -math.inf, upper: float = math.i
     return number
 
 
+def _first_layer(value: Any, arch: str) -> Any:
+    # Gemma 4 may store per-layer values (global layers differ); layer 0 is a sliding layer,
+    # whose values these hyper-parameters hold. gguf_gemma4 reads the whole lists.
+    if arch == "gemma4" and isinstance(value, (list, tuple)) and value:
+        return value[0]
+    return value
+
+
 def _hyper_params(reader: Any, arch: str) -> GemmaHyperParams:
     tokens = _field(reader, "tokenizer.ggml.tokens")
     vocab_size = len(tokens)
     num_layers = _positive_int(_field(reader, f"{arch}.block_count"), "block_count", 512)
     num_heads = _positive_int(_field(reader, f"{arch}.attention.head_count"), "head_count", 1024)
     num_kv = _positive_int(
-        _field(reader, f"{arch}.attention.head_count_kv", num_heads), "head_count_kv", 1024
+        _first_layer(_field(reader, f"{arch}.attention.head_count_kv", num_heads), arch),
+        "head_count_kv", 1024,
     )
     if num_heads % num_kv:
         raise GGUFError(f"head_count {num_heads} is not a multiple of head_count_kv {num_kv}.")
     hidden = _positive_int(_field(reader, f"{arch}.embedding_length"), "embedding_length", 65536)
-    head_dim = _positive_int(
-        _field(reader, f"{arch}.attention.key_length", hidden // num_heads), "key_length", 4096
-    )
+    head_dim = _field(reader, f"{arch}.attention.key_length", hidden // num_heads)
+    if arch == "gemma4":  # key_length is the global layers' head size there
+        head_dim = _field(reader, f"{arch}.attention.key_length_swa", head_dim)
+    head_dim = _positive_int(head_dim, "key_length", 4096)
     window = _field(reader, f"{arch}.attention.sliding_window", None)
     soft_attn = _field(reader, f"{arch}.attn_logit_softcapping", None)
     soft_final = _field(reader, f"{arch}.final_logit_softcapping", None)
@@ -194,7 +213,8 @@ def _hyper_params(reader: Any, arch: str) -> GemmaHyperParams:
         num_key_value_heads=num_kv,
         hidden_dim=hidden,
         intermediate_dim=_positive_int(
-            _field(reader, f"{arch}.feed_forward_length"), "feed_forward_length", 1 << 20
+            _first_layer(_field(reader, f"{arch}.feed_forward_length"), arch),
+            "feed_forward_length", 1 << 20,
         ),
         head_dim=head_dim,
         layer_norm_epsilon=_float(
@@ -219,9 +239,10 @@ def _hyper_params(reader: Any, arch: str) -> GemmaHyperParams:
     )
 
 
-def _vocabulary(reader: Any) -> GGUFVocabulary:
+def _vocabulary(reader: Any, arch: str = "gemma") -> GGUFVocabulary:
     model = _field(reader, "tokenizer.ggml.model", "llama")
-    if model != "llama":
+    # llama.cpp's "gemma4" tokenizer keeps SentencePiece's pieces, scores and types too.
+    if model != "llama" and not (arch == "gemma4" and model == "gemma4"):
         raise GGUFError(
             f"Tokenizer type {model!r} is not SentencePiece ('llama'); "
             "gemma_lab reads Gemma GGUFs only."
@@ -282,10 +303,11 @@ def read_gguf(path: str | Path, sha256: str | None = None) -> GGUFModel:
     if arch not in SUPPORTED_ARCHITECTURES:
         raise GGUFError(
             f"{path} holds a {arch!r} model; gemma_lab converts "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)}."
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} (not gemma3n yet)."
         )
     hparams = _hyper_params(reader, arch)
-    vocabulary = _vocabulary(reader)
+    vocabulary = _vocabulary(reader, arch)
+    metadata = {key: _field(reader, key) for key in reader.fields if key.startswith(arch + ".")}
     return GGUFModel(
         path=path,
         sha256=sha256 or sha256_file(path),
@@ -293,4 +315,5 @@ def read_gguf(path: str | Path, sha256: str | None = None) -> GGUFModel:
         hparams=hparams,
         vocabulary=vocabulary,
         _tensors={t.name: t for t in reader.tensors},
+        metadata=metadata,
     )

@@ -9,6 +9,8 @@ them after whitespace escaping, so their spaces become "▁" again.
 
 from __future__ import annotations
 
+from typing import Any
+
 from gemma_lab.errors import GGUFError
 from gemma_lab.models.gguf_file import GGUFVocabulary
 
@@ -89,3 +91,41 @@ def _check_loads(serialized: bytes) -> None:
             f"The GGUF vocabulary does not form a valid SentencePiece model ({err}); "
             "the file is corrupt or not a Gemma tokenizer."
         ) from err
+
+
+# --- writing: a SentencePiece proto as llama.cpp's tokenizer keys ---------------------------
+def _proto_vocabulary(proto: bytes) -> tuple[list[str], list[float], list[int], dict[str, int]]:
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+    model = sp_pb2.ModelProto()
+    model.ParseFromString(proto)
+    tokens, scores, types = [], [], []
+    for piece in model.pieces:
+        text = piece.piece
+        piece_type = piece.type
+        if piece_type == 4:  # llama.cpp writes user-defined pieces with literal spaces
+            text = text.replace("\u2581", " ")
+        if piece_type == 2:  # ... and types <unk> as a control token
+            piece_type = 3
+        tokens.append(text)
+        scores.append(piece.score)
+        types.append(piece_type)
+    spec = model.trainer_spec
+    ids = {"bos": spec.bos_id, "eos": spec.eos_id, "unk": spec.unk_id, "pad": max(spec.pad_id, 0)}
+    return tokens, scores, types, ids
+
+
+def write_vocabulary(writer: Any, proto: bytes, model: str = "llama") -> None:
+    """Write a SentencePiece `proto` as llama.cpp's tokenizer keys (`tokenizer.ggml.*`);
+    `model` is the tokenizer type: "llama" (Gemma 1-3) or "gemma4"."""
+    tokens, scores, types, ids = _proto_vocabulary(proto)
+    writer.add_tokenizer_model(model)
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(ids["bos"])
+    writer.add_eos_token_id(ids["eos"])
+    writer.add_unk_token_id(ids["unk"])
+    writer.add_pad_token_id(ids["pad"])
+    writer.add_add_bos_token(True)
+    writer.add_add_space_prefix(False)

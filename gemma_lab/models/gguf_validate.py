@@ -20,7 +20,7 @@ from typing import Any
 
 from gemma_lab.errors import GGUFError
 
-SUPPORTED_ARCHITECTURES = ("gemma", "gemma2", "gemma3")
+SUPPORTED_ARCHITECTURES = ("gemma", "gemma2", "gemma3", "gemma4")
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 
@@ -329,7 +329,8 @@ def check_gemma_header(header: GGUFHeader) -> None:
     if arch not in SUPPORTED_ARCHITECTURES:
         raise GGUFError(
             f"The file holds a {arch!r} model; gemma_lab converts "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)}."
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} GGUFs (not gemma3n yet). Use a GGUF of one "
+            "of those, or a Hugging Face folder / keras-hub preset."
         )
     for suffix in _INTEGER_KEYS:
         _expect(meta, f"{arch}.{suffix}", _INTEGER_TYPES, "an integer")
@@ -398,7 +399,13 @@ def _check_model_fits_tensors(header: GGUFHeader, arch: str) -> None:
     heads = _int(header, f"{arch}.attention.head_count")
     kv_heads = _int(header, f"{arch}.attention.head_count_kv", heads)
     head_dim = _int(header, f"{arch}.attention.key_length", hidden // max(heads, 1))
-    ffn = _int(header, f"{arch}.feed_forward_length")
+    ffn = _int(header, f"{arch}.feed_forward_length", 1 if arch == "gemma4" else None)
+    if arch == "gemma4":
+        # Per-layer counts (arrays, not kept here) and the smaller sliding-layer head size
+        # give a lower bound, which is all this check needs.
+        if header.metadata.get(f"{arch}.attention.head_count_kv", KeyValue(0)).type == _ARRAY:
+            kv_heads = 1
+        head_dim = min(head_dim, _int(header, f"{arch}.attention.key_length_swa", head_dim))
     attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
     declared = vocab * hidden + layers * (attention + 3 * hidden * ffn)
     held = sum(t.elements for t in header.tensors.values())

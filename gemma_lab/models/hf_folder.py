@@ -149,12 +149,14 @@ def keras_hub_folder(path: Path, config: dict[str, Any]) -> Path:
 
 
 def task_class(config: dict[str, Any]) -> Any:
-    """The keras-hub task class to load a Hugging Face `config`'s folder with."""
+    """The keras-hub task class to load a folder with config.json `config` (Hugging Face or
+    keras-hub preset): `Gemma4CausalLM` for Gemma 4, whose generic lookup picks the
+    assistant (draft) model class; `CausalLM` otherwise."""
     import keras_hub
 
-    if config.get("model_type") in _GEMMA4:
-        return keras_hub.models.Gemma4CausalLM
-    return keras_hub.models.CausalLM
+    gemma4 = (config.get("model_type") in _GEMMA4
+              or "Gemma4Backbone" in str(config.get("registered_name", "")))
+    return keras_hub.models.Gemma4CausalLM if gemma4 else keras_hub.models.CausalLM
 
 
 __all__ = ["MODEL_TYPES", "check", "is_hf_config", "keras_hub_folder", "mended", "read_config",

@@ -59,7 +59,14 @@ def _from_preset(preset: str, dtype: str, distribution: Any = None, task: Any = 
     # Variables take their device layout when created: build inside the distribution.
     try:
         with distribution_scope(distribution), _safe_mode():
-            causal_lm = task.from_preset(preset, dtype=load_dtype)
+            try:
+                causal_lm = task.from_preset(preset, dtype=load_dtype)
+            except TypeError as err:
+                # keras-hub's generic lookup can pick Gemma 4's assistant (draft) class.
+                if "Gemma4AssistantCausalLM" not in str(err):
+                    raise
+                causal_lm = keras_hub.models.Gemma4CausalLM.from_preset(preset,
+                                                                        dtype=load_dtype)
     except (TypeError, ValueError) as err:
         if not any(hint in str(err) for hint in _UNSAFE_CONFIG_HINTS):
             raise
@@ -199,10 +206,10 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
                 "pass a .gguf file."
             )
         config = hf_folder.read_config(path)
-        folder, task = path, None
+        folder, task = path, hf_folder.task_class(config)
         if hf_folder.is_hf_config(config):  # a Hugging Face checkpoint: keras-hub converts it
             hf_folder.check(config, path)
-            folder, task = hf_folder.keras_hub_folder(path, config), hf_folder.task_class(config)
+            folder = hf_folder.keras_hub_folder(path, config)
         bar.update(1)
         return LoadedModel(_from_preset(str(folder), dtype, distribution, task), path.name,
                            str(path), None, dtype, distribution)

@@ -1,5 +1,6 @@
 """The generation Playground: prompt, sampler controls, Generate / Stop, streamed tokens
-coloured by probability, alternatives of a clicked token, branching and branch history."""
+coloured by probability, alternatives of a clicked token, branching and branch history; in
+chat mode the prompt is the next message of the session's conversation (`lab.chat`)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ from gemma_lab.errors import GemmaLabError, InputError
 from gemma_lab.figures import steps_figure
 from gemma_lab.widgets._background import BackgroundJob
 from gemma_lab.widgets._branches import Branch, forced_step
+from gemma_lab.widgets._chat_view import ChatBranch, turns_html
 from gemma_lab.widgets._controls import natural_labels
 from gemma_lab.widgets._token_strip import TokenStrip, prompt_entries, step_entry
 
 if TYPE_CHECKING:
-    from gemma_lab.generation import GenerationStream
+    from gemma_lab.chat import Chat
+    from gemma_lab.generation import Generation, GenerationStream
     from gemma_lab.session import GemmaLab
     from gemma_lab.token_stats import TokenStats
 
+MODES = ("Complete", "Chat")
 
 class Playground(w.VBox):
     """Generate interactively: tokens stream in coloured by probability; click one to see
@@ -32,24 +36,45 @@ class Playground(w.VBox):
     second Generate while busy is ignored. `update_interval` throttles how often the token
     strip is refreshed while streaming (0: every token).
 
+    `mode="Chat"` makes the prompt box the next user message of the session's conversation
+    (the one `lab.chat` continues, so `lab.chat_history` and the turns shown agree), with an
+    optional system prompt at its start; the reply streams into the token strip. A reply
+    joins the conversation only when it is complete (Stop leaves it out), and a completed
+    branch of the last reply replaces it, so the conversation continues from the branch.
+
     Example:
         >>> from gemma_lab.testing import tiny_session
         >>> playground = Playground(tiny_session(), prompt="hello", max_new_tokens=4)
         >>> playground.generate_button.click(); playground.wait()
         >>> len(playground.branches), len(playground.current.steps) <= 4
         (1, True)
+        >>> chat = Playground(tiny_session(), prompt="hello", max_new_tokens=4, mode="Chat")
+        >>> chat.generate_button.click(); chat.wait()
+        >>> [turn["role"] for turn in chat.lab.chat_history]
+        ['user', 'model']
     """
 
     def __init__(self, lab: GemmaLab, prompt: str = "", max_new_tokens: int = MAX_NEW_TOKENS,
-                 temperature: float = 0.0, update_interval: float = 0.1):
+                 temperature: float = 0.0, update_interval: float = 0.1, mode: str = "Complete",
+                 system: str = ""):
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
         self.lab = lab
         self.update_interval = update_interval
         self.branches: list[Branch] = []
         self._stream: GenerationStream | None = None
         self._job = BackgroundJob(self._set_busy, self._show_error)
 
+        self.mode = w.ToggleButtons(options=list(MODES), value=mode,
+                                    tooltips=["Continue the prompt as written",
+                                              "Talk to the model in its chat template"])
         self.prompt = w.Textarea(value=prompt, placeholder="Prompt",
                                  layout=w.Layout(width="100%", height="80px"))
+        self.system = w.Text(value=system, placeholder="optional, set when a chat starts",
+                             description="system prompt", layout=w.Layout(width="100%"))
+        self.conversation = w.HTML(layout=w.Layout(width="100%"))
+        self.new_chat_button = w.Button(description="New chat", icon="refresh",
+                                        tooltip="Forget the conversation (lab.reset_chat())")
         self.max_new_tokens = w.BoundedIntText(value=max_new_tokens, min=1,
                                                max=MAX_NEW_TOKENS_LIMIT,
                                                description="max tokens")
@@ -75,24 +100,28 @@ class Playground(w.VBox):
                                   layout=w.Layout(width="100%"))
         self.figure_box = w.VBox()
         natural_labels(self.max_new_tokens, self.temperature, self.top_k, self.top_p,
-                       self.seed, self.alternatives, self.history)
+                       self.seed, self.alternatives, self.history, self.system)
 
         self.generate_button.on_click(lambda _: self.generate())
         self.stop_button.on_click(lambda _: self.stop())
         self.branch_button.on_click(lambda _: self.branch())
+        self.new_chat_button.on_click(lambda _: self.new_chat())
+        self.mode.observe(lambda _: self._show_mode(), names="value")
         self.strip.observe(self._on_token_selected, names="selected")
         self.history.observe(self._on_history, names="value")
 
         controls = w.HBox([self.max_new_tokens, self.temperature, self.top_k, self.top_p,
                            self.seed], layout=w.Layout(flex_flow="row wrap"))
         super().__init__([
-            self.prompt, controls,
-            w.HBox([self.generate_button, self.stop_button, self.status]),
+            self.mode, self.system, self.conversation, self.prompt, controls,
+            w.HBox([self.generate_button, self.stop_button, self.new_chat_button,
+                    self.status]),
             self.strip, self.token_info,
             w.HBox([self.alternatives, self.branch_button]),
             self.history, self.figure_box,
         ])
         self.add_class("gemma-lab-playground")
+        self._show_mode()
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -106,6 +135,11 @@ class Playground(w.VBox):
         return None if index is None else self.branches[index]
 
     @property
+    def chatting(self) -> bool:
+        """Whether the Playground is in chat mode."""
+        return self.mode.value == "Chat"
+
+    @property
     def error(self) -> BaseException | None:
         """The error that ended the last run, if one did."""
         return self._job.error
@@ -116,23 +150,39 @@ class Playground(w.VBox):
 
     # --- actions -----------------------------------------------------------------------
     def generate(self) -> bool:
-        """Start a fresh generation from the prompt box; False if one is already running."""
+        """Start a fresh generation from the prompt box (in chat mode: send it as the next
+        message); False if one is already running or the input is refused."""
         if self.busy:
             return False
         try:
-            running = self.lab.stream(self.prompt.value, **self._sampling())
+            if self.chatting:
+                running, branch = self._chat_stream(self.prompt.value)
+            else:
+                running = self.lab.stream(self.prompt.value, **self._sampling())
+                branch = Branch(prompt=running.prompt, prompt_ids=tuple(running.prompt_ids),
+                                prompt_tokens=(), steps=())
         except GemmaLabError as error:
             self._show_error(str(error))
             return False
-        branch = Branch(prompt=running.prompt, prompt_ids=tuple(running.prompt_ids),
-                        prompt_tokens=(), steps=())
         return self._start(running, branch)
+
+    def new_chat(self) -> None:
+        """Forget the conversation (`lab.reset_chat()`); ignored while a reply is running."""
+        if self.busy:
+            return
+        self.lab.reset_chat()
+        self._show_conversation()
+        self.status.value = "New chat."
 
     def branch(self) -> bool:
         """Regenerate from the selected token with the selected alternative in its place."""
         parent_index, parent = self.history.value, self.current
         position = self._selected_position()
         if self.busy or parent is None or position is None or self.alternatives.value is None:
+            return False
+        if isinstance(parent, ChatBranch) and parent.place_in(self._chat) is None:
+            self._show_error("This reply is from an earlier point of the conversation; only "
+                             "the last reply (or one not yet in it) can be branched.")
             return False
         forced = forced_step(parent.steps[position], self.alternatives.value)
         inherited = (*parent.steps[:position], forced)
@@ -145,9 +195,9 @@ class Playground(w.VBox):
         except GemmaLabError as error:
             self._show_error(str(error))
             return False
-        branch = Branch(prompt=parent.prompt, prompt_ids=parent.prompt_ids,
-                        prompt_tokens=parent.prompt_tokens, steps=inherited,
-                        parent=parent_index, forced=position)
+        # replace() keeps a chat reply's conversation fields along with the prompt.
+        branch = dataclasses.replace(parent, steps=inherited, parent=parent_index,
+                                     forced=position, finish_reason="running")
         return self._start(running, branch)
 
     def stop(self) -> None:
@@ -167,6 +217,8 @@ class Playground(w.VBox):
         steps: list[TokenStats] = []
         last_draw = 0.0
         self._show_tokens(branch)
+        if isinstance(branch, ChatBranch):
+            self._show_conversation(pending=branch.message if branch.parent is None else None)
         self.status.value = "Generating…"
         try:
             for step in running:
@@ -185,6 +237,30 @@ class Playground(w.VBox):
                 self.status.value = (f"{len(result.steps)} tokens, {result.finish_reason}, "
                                      f"{result.timing.get('tokens_per_s', 0.0):.1f} tokens/s")
             self._stream = None
+            if isinstance(branch, ChatBranch):
+                self._record_reply(branch, result)
+
+    def _record_reply(self, branch: ChatBranch, result: Generation | None) -> None:
+        """Put a finished chat reply into the conversation (if complete), then redraw it."""
+        note = ""
+        if result is not None:
+            reply = dataclasses.replace(  # the whole reply, from the conversation's prompt
+                result, prompt=branch.prompt, prompt_token_ids=branch.prompt_ids,
+                steps=branch.steps, prompt_tokens=branch.prompt_tokens,
+                text=self.lab.tokenizer.decode([s.token_id for s in branch.steps]))
+            place = branch.place_in(self._chat)
+            if place == "commit":
+                kept = self._chat.commit(branch.message, branch.system, reply)
+            elif place == "replace":
+                kept = self._chat.replace_last_reply(reply)
+            else:
+                kept = False
+            if kept and branch.parent is None:
+                self.prompt.value = ""  # sent: the box is ready for the next message
+            note = ("" if kept else "; not added to the conversation"
+                    + ("" if place else " (it changed meanwhile)"))
+        self._show_conversation()
+        self.status.value += note
 
     def _add_branch(self, branch: Branch) -> None:
         self.branches.append(branch)
@@ -194,16 +270,39 @@ class Playground(w.VBox):
 
     def _show_tokens(self, branch: Branch) -> None:
         self.strip.selected = -1
-        self.strip.tokens = [*prompt_entries(branch.prompt_tokens or (branch.prompt,)),
+        self.strip.tokens = [*self._prompt_entries(branch),
                              *(step_entry(s, "branch" if i == branch.forced else "generated")
                                for i, s in enumerate(branch.steps))]
+
+    def _prompt_entries(self, branch: Branch) -> list[dict[str, Any]]:
+        # A chat reply's prompt is the whole templated conversation, shown as turns instead.
+        if isinstance(branch, ChatBranch):
+            return []
+        return prompt_entries(branch.prompt_tokens or (branch.prompt,))
+
+    def _show_conversation(self, pending: str | None = None) -> None:
+        chat = self._chat
+        self.conversation.value = turns_html(chat.history, pending)
+        started = bool(chat.turns)
+        self.system.disabled = started or self.busy
+        if started:  # set when the conversation started, and shown as its first turn
+            self.system.value = chat.system or ""
+
+    def _show_mode(self) -> None:
+        chatting = self.chatting
+        for control in (self.system, self.conversation, self.new_chat_button):
+            control.layout.display = None if chatting else "none"
+        self.prompt.placeholder = "Message (Send: the next user turn)" if chatting else "Prompt"
+        self.generate_button.description = "Send" if chatting else "Generate"
+        if chatting:
+            self._show_conversation()
 
     def _show_figure(self, branch: Branch) -> None:
         if not branch.steps:
             self.figure_box.children = ()
             return
-        figure = steps_figure(branch.steps, "probs",
-                              title="Probability of each token after the prompt")
+        after = "of the reply" if isinstance(branch, ChatBranch) else "after the prompt"
+        figure = steps_figure(branch.steps, "probs", title=f"Probability of each token {after}")
         self.figure_box.children = (go.FigureWidget(figure),)
 
     # --- events ------------------------------------------------------------------------
@@ -237,7 +336,7 @@ class Playground(w.VBox):
         branch = self.current
         if branch is None or self.strip.selected < 0:
             return None
-        position = self.strip.selected - len(prompt_entries(branch.prompt_tokens))
+        position = self.strip.selected - len(self._prompt_entries(branch))
         return position if 0 <= position < len(branch.steps) else None
 
     def _clear_alternatives(self) -> None:
@@ -250,9 +349,32 @@ class Playground(w.VBox):
         self.branch_button.disabled = busy or self.alternatives.value is None
         self.history.disabled = busy
         self.stop_button.disabled = not busy
+        self.mode.disabled = busy
+        self.new_chat_button.disabled = busy
+        self.system.disabled = busy or bool(self._chat.turns)
 
     def _show_error(self, message: str) -> None:
         self.status.value = message
+
+    @property
+    def _chat(self) -> Chat:
+        return self.lab.conversation  # the one lab.chat continues
+
+    def _chat_stream(self, message: str) -> tuple[GenerationStream, ChatBranch]:
+        """The stream of the reply to `message` after the conversation, and its branch."""
+        from gemma_lab.sampling import SamplerConfig
+
+        chat = self._chat
+        options = self._sampling()
+        # The system prompt belongs to the start of a conversation (Chat refuses a new one).
+        system = (self.system.value.strip() or None) if not chat.turns else None
+        self.lab.runtime.ensure_idle("chat")
+        running = chat.stream(message, system, options.pop("max_new_tokens"),
+                              SamplerConfig(**options))
+        return running, ChatBranch(
+            prompt=running.prompt, prompt_ids=tuple(running.prompt_ids), prompt_tokens=(),
+            steps=(), message=message, system=chat.system if system is None else system,
+            before=tuple(chat.turns))
 
     def _sampling(self) -> dict[str, Any]:
         seed_text = self.seed.value.strip()

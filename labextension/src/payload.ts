@@ -26,6 +26,9 @@ export type ResultKind =
 
 export type TokenRole = 'prompt' | 'generated' | 'scored';
 
+/** Who speaks a token of a chat transcript ("markup": turn markers and role names). */
+export type Speaker = 'system' | 'user' | 'model' | 'markup';
+
 /** One top-k alternative: `[token text, probability]`. */
 export type Alternative = [string, number];
 
@@ -35,6 +38,8 @@ export interface IToken {
   piece?: string;
   id: number;
   role: TokenRole;
+  /** Set on chat transcripts only. */
+  speaker?: Speaker;
   /** Probability the model gave this token at its position; null where unscored (first token). */
   prob?: number | null;
   logprob?: number | null;

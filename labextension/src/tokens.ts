@@ -15,6 +15,10 @@ export const LEGEND_CLASS = 'jp-GemmaLab-legend';
 export const TOKENS_CLASS = 'jp-GemmaLab-tokens';
 export const TOKEN_CLASS = 'jp-GemmaLab-token';
 export const PROMPT_TOKEN_CLASS = 'jp-GemmaLab-token-prompt';
+/** A chat transcript's turn markers and role names (`speaker: "markup"`). */
+export const MARKUP_TOKEN_CLASS = 'jp-GemmaLab-token-markup';
+/** The label at the start of each chat turn ("user", "model", "system"). */
+export const SPEAKER_CLASS = 'jp-GemmaLab-speaker';
 export const POPUP_CLASS = 'jp-GemmaLab-popup';
 export const POPUP_HEADER_CLASS = 'jp-GemmaLab-popupHeader';
 export const ALTERNATIVES_CLASS = 'jp-GemmaLab-alternatives';
@@ -85,7 +89,16 @@ export class TokenView {
     this.node.appendChild(toolbar);
 
     this._container = h('div', TOKENS_CLASS);
-    tokens.forEach((token, index) => this._container.appendChild(this._tokenNode(token, index)));
+    let speaker: string | undefined;
+    tokens.forEach((token, index) => {
+      if (token.speaker && token.speaker !== 'markup' && token.speaker !== speaker) {
+        speaker = token.speaker; // a new turn: say whose
+        const label = h('span', SPEAKER_CLASS, speaker);
+        label.setAttribute('data-speaker', speaker);
+        this._container.appendChild(label);
+      }
+      this._container.appendChild(this._tokenNode(token, index));
+    });
     this.node.appendChild(this._container);
 
     this._popup = h('div', POPUP_CLASS);
@@ -136,6 +149,9 @@ export class TokenView {
     const span = h('span', TOKEN_CLASS, displayText(token.text));
     if (token.role === 'prompt') {
       span.classList.add(PROMPT_TOKEN_CLASS);
+    }
+    if (token.speaker === 'markup') {
+      span.classList.add(MARKUP_TOKEN_CLASS);
     }
     span.setAttribute('data-index', String(index));
     span.setAttribute('data-role', token.role);
