@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 FEATURES = (
-    "generate", "score", "trace", "logit lens", "attribution", "hooks", "ablate heads",
+    "generate", "score", "trace", "logit lens", "attribution", "integrated gradients", "hooks",
+    "ablate heads",
     "ablate neurons", "ablate experts", "steering", "activation patching",
     "logit attribution", "per-layer-embedding points", "LoRA fine-tuning", "chat",
     "classify", "GGUF export", "distribution",
@@ -24,8 +25,9 @@ FAMILIES = {
     "Gemma 4": "GGUF (load; export F32 / F16 / Q8_0), keras-hub presets, Hugging Face "
                "folders; hook points for the MoE router and experts and per-layer embeddings; "
                "no MLP neuron point, no logit attribution",
-    "Gemma 3n": "keras-hub text presets; AltUp's active stream as the residual; no logit "
-                "attribution; multimodal Hugging Face folders not yet",
+    "Gemma 3n": "text-only keras-hub Gemma3nCausalLM models; AltUp's active stream as the "
+                "residual; no logit attribution or integrated gradients; the released "
+                "(multimodal) presets, Hugging Face folders and GGUFs not yet",
 }
 
 
@@ -44,12 +46,17 @@ def unsupported(adapter: Any) -> dict[str, str]:
     if not shape.per_layer_dim:
         reasons["per-layer-embedding points"] = "no per-layer embeddings"
     if adapter.family == "Gemma 4":
+        reasons["integrated gradients"] = (
+            "its completeness check fails on Gemma 4 (the scores miss most of the change from "
+            "the zero baseline, MoE routing jumps along the path); not verified")
         reasons["ablate neurons"] = ("keras-hub's Gemma 4 block multiplies its MLP kernels "
                                      "directly: no neuron point")
         reasons["logit attribution"] = ("layer scalars and per-layer embeddings: parts do not "
                                         "add up yet")
         reasons["distribution"] = "layout maps for Gemma 1-3 only"
     if adapter.family == "Gemma 3n":
+        reasons["integrated gradients"] = ("top-k activation sparsity and AltUp's magnitude "
+                                           "ratios are not continuous down to the zero baseline")
         reasons["logit attribution"] = ("AltUp streams, Laurel and per-layer inputs: attention "
                                         "and MLP parts do not add up to the logit")
         reasons["GGUF export"] = "gemma_lab reads and writes Gemma 1-4 GGUFs, not Gemma 3n yet"

@@ -85,6 +85,8 @@ def score_text(runtime: ModelRuntime, text: str, ids: Sequence[int] | None = Non
         raise InputError("score() needs a non-empty string to score.")
     tokenizer = runtime.tokenizer
     ids = list(ids) if ids is not None else tokenizer.encode(text, add_bos=True)
+    if speakers and len(speakers) != len(ids):
+        raise InputError(f"{len(speakers)} speakers for {len(ids)} token ids: give one per id.")
     if len(ids) > runtime.context_length:
         raise InputError(
             f"The text has {len(ids)} tokens, more than the model's context of "

@@ -1,12 +1,14 @@
 """Chat transcripts as model input: a conversation rendered in the model's chat template,
 its token ids exactly as the model sees them, and who "speaks" each token.
 
-`lab.score`, `lab.trace`, `lab.run_with_cache` and `lab.compare` accept a transcript (a list
-of {"role", "content"} turns, e.g. `lab.chat_history`) as well as plain text. The ids are
-`chat.encode` of `chat.render`'s text with every turn closed (no generation prompt), so a
-transcript of a chat's history starts with exactly the ids its last reply was generated
-from. Each token is labelled "system", "user", "model", or "markup" (`<bos>`, the turn
-markers and the role names), for colouring and for masks.
+`lab.score`, `lab.trace` and `lab.run_with_cache` accept a transcript (a list of
+{"role", "content"} turns, e.g. `lab.chat_history`, or a `Transcript`) as well as plain
+text. The ids are `chat.encode` of `chat.render`'s text with every turn closed (no
+generation prompt): the official template's ids. A chat history's transcript starts with
+the ids its last reply was generated from unless the tokenizer merges the "model\n" header
+with the reply's first characters (the tests check it on the tiny vocabulary). Each token
+is labelled "system", "user", "model", or "markup" (`<bos>`, the turn markers and the role
+names), for colouring and for masks.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gemma_lab.chat import GEMMA, Template, Turn, encode, render
-from gemma_lab.errors import InputError
+from gemma_lab.errors import GemmaLabError, InputError
 
 if TYPE_CHECKING:
     from gemma_lab.tokenizer import Tokenizer
@@ -96,8 +98,9 @@ def transcript(tokenizer: Tokenizer, value: Sequence[Mapping[str, Any] | Turn] |
         >>> t.text
         '<start_of_turn>user\\nBe brief.\\n\\nhi<end_of_turn>\\n'
     """
-    if isinstance(value, Transcript):
-        return value
+    if isinstance(value, Transcript):  # rebuilt: it may come from another model's tokenizer
+        value = ([{"role": "system", "content": value.system}] if value.system else []) + [
+            turn.to_dict() for turn in value.turns]
     if not is_transcript(value):
         raise InputError("A transcript is a non-empty list of {'role', 'content'} turns, "
                          "e.g. lab.chat_history.")
@@ -130,7 +133,8 @@ def _labels(text: str, turns: list[Turn], system: str | None, template: Template
         add(turn.content.strip(), turn.role)
         add(f"{template.end}\n", "markup")
     if rendered != text:  # the template changed without this: fail loudly, not mislabel
-        raise AssertionError("transcript labels out of step with chat.render")
+        raise GemmaLabError("Internal error: transcript speakers are out of step with "
+                            "chat.render; please report it.")
     return labels
 
 

@@ -164,3 +164,21 @@ def test_unsupported_architectures_name_what_is_supported(architecture, tmp_path
     with pytest.raises(ModelLoadError, match="gemma4") as info:
         gemma_lab.load(str(path), progress=False)
     assert isinstance(info.value, GGUFError) and architecture in str(info.value)
+
+
+def test_a_hugging_face_gemma4_exports_with_its_own_special_tokens(tmp_path):
+    """keras-hub rebuilds a Gemma 4 tokenizer.json as a SentencePiece proto without bos / eos
+    ids (SentencePiece's defaults would name <eos> as bos); the GGUF must still carry the
+    model's own <bos> / <eos>, and the loaded file encodes text the same."""
+    import gemma_lab
+    from gemma_lab.models.gguf_export import export_gguf
+    from gemma_lab.testing import tiny_hf_folder
+
+    lab = gemma_lab.load(str(tiny_hf_folder("gemma4", tmp_path / "hf")), progress=False)
+    path = export_gguf(lab.causal_lm, tmp_path / "hf.gguf")
+    back = gemma_lab.load(str(path), progress=False)
+    for tokenizer in (lab.tokenizer, back.tokenizer):
+        assert tokenizer.piece(tokenizer.bos_id) == "<bos>"
+        assert tokenizer.piece(tokenizer.eos_id) == "<eos>"
+    text = "the quick brown fox"
+    assert back.tokenizer.encode(text, add_bos=True) == lab.tokenizer.encode(text, add_bos=True)

@@ -209,8 +209,8 @@ class Gemma3nAdapter:
         if not self.blocks[layer].is_kv_shared_layer:
             return None
         types = self.language_model.layer_types
-        return max(i for i in range(layer) if types[i] == types[layer]
-                   and not self.blocks[i].is_kv_shared_layer)
+        return max((i for i in range(layer) if types[i] == types[layer]
+                    and not self.blocks[i].is_kv_shared_layer), default=None)
 
     def backbone_inputs(self, token_ids: Any, padding_mask: Any) -> dict[str, Any]:
         """The backbone's functional inputs for whole sequences (text only)."""

@@ -18,7 +18,9 @@ points (`forward.points`), Gemma 4 has:
 keras-hub's block multiplies its MLP kernels directly (`ops.matmul(x, ffw_linear.kernel)`)
 instead of calling those layers, so Gemma 4 has no `mlp.post` (neuron) point; a KV-shared
 layer has no `attn.k` / `attn.v` of its own (hook the source layer's), and a layer whose
-values reuse the key projection (`attention_k_eq_v`) has no `attn.v`. `logits` are the
+values reuse the key projection (`attention_k_eq_v`) has no `attn.v`: its `attn.k` (the key
+projection's output) feeds both keys and values, and in a cached step keras-hub projects it
+twice, so the hook runs twice on the same value. `logits` are the
 final logits, after the CausalLM's soft cap (applied at the reverse embedding while `logits`
 is hooked, where keras-hub applies it just after).
 """

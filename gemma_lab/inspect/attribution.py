@@ -39,23 +39,30 @@ class _Replace:
         return self.value
 
 
-class TargetLogprob:
-    """log p(target | prefix) as a function of the residual stream entering block 0 (the
-    scaled input embeddings), and its gradient, compiled once per padded shape.
+# The differentiated input: the token embeddings, before the model's √hidden scale, so every
+# path that reads them varies with them (Gemma 4's per-layer projection and Gemma 3n's AltUp
+# streams read the embeddings beside block 0). Grad × input and integrated gradients are
+# unchanged by a constant scale, so on Gemma 1-3 this equals attributing `blocks.0.resid_pre`.
+POINT = "embed"
 
-    The model's own forward pass runs with `blocks.0.resid_pre` replaced by the given
-    embeddings (then any hooks in force). Inputs are padded (sequence and target lengths to
+
+class TargetLogprob:
+    """log p(target | prefix) as a function of the token embeddings (`POINT`), and its
+    gradient, compiled once per padded shape.
+
+    The model's own forward pass runs with `embed` replaced by the given embeddings (then
+    any hooks in force). Inputs are padded (sequence and target lengths to
     powers of two) so new prompts reuse compiled code; padded positions are masked and padded
     targets weigh zero.
     """
 
     def __init__(self, runtime: ModelRuntime, hooks: HookSet):
         self._replace = _Replace()
-        run = runtime.forward_pass(HookSet.of({"blocks.0.resid_pre": self._replace}) | hooks)
+        run = runtime.forward_pass(HookSet.of({POINT: self._replace}) | hooks)
         self._gradient = compiled_pass(run, self._gradient_fn)
         self._value = compiled_pass(run, self._value_fn)
         self._embed = compiled_pass(
-            runtime.forward_pass(HookSet.of(records=["blocks.0.resid_pre"])), self._embed_fn)
+            runtime.forward_pass(HookSet.of(records=[POINT])), self._embed_fn)
 
     def logprob(self, run: ForwardPass, embeddings: Any, token_ids: Any, padding_mask: Any,
                 positions: Any, targets: Any, weights: Any) -> Any:
@@ -86,7 +93,7 @@ class TargetLogprob:
 
     def _embed_fn(self, run: ForwardPass, token_ids: Any, padding_mask: Any) -> Any:
         run.sequence(token_ids, padding_mask)
-        return run.take_records()["blocks.0.resid_pre"]
+        return run.take_records()[POINT]
 
     def inputs(self, token_ids: list[int], prompt_length: int) -> tuple[np.ndarray, ...]:
         """(token_ids, padding_mask, positions, targets, weights), padded, for a prompt +
@@ -106,8 +113,8 @@ class TargetLogprob:
         return padded_ids, padding_mask, positions, targets, weights
 
     def embeddings(self, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
-        """The residual stream entering block 0 [1, length, hidden] (padded rows zeroed), in
-        the model's dtype."""
+        """The token embeddings (`POINT`) [1, length, hidden] (padded rows zeroed), in the
+        model's dtype."""
         token_ids, padding_mask = inputs[0], inputs[1]
         x = to_numpy(self._embed(token_ids, padding_mask))
         return x * padding_mask[..., None].astype(x.dtype)
@@ -174,6 +181,10 @@ def attribute_text(runtime: ModelRuntime, prompt: str, target: str, method: str 
         raise InputError("attribute() needs a non-empty prompt to attribute to.")
     if not isinstance(target, str) or not target:
         raise InputError("attribute() needs a non-empty target, e.g. target=\" Paris\".")
+    if method == "integrated_gradients":
+        from gemma_lab.features import require
+
+        require(runtime.adapter, "integrated gradients", "Use method=\"grad_x_input\".")
     if method == "integrated_gradients" and int(steps) < 1:
         raise InputError(f"steps={steps}: integrated gradients needs at least 1 step.")
     tokenizer = runtime.tokenizer

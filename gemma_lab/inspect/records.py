@@ -199,8 +199,9 @@ class Trace:
 class Attribution:
     """How much each prompt token contributes to log p(target | prompt).
 
-    Gradients are taken with respect to the token embeddings entering block 0 (scaled by
-    √hidden, as the model does); <bos> and the target's own tokens are held fixed, so
+    Gradients are taken with respect to the token embeddings (every path that reads them,
+    block 0 and e.g. Gemma 4's per-layer projection, varies with them; the scores do not
+    depend on the model's √hidden scale); <bos> and the target's own tokens are held fixed, so
     `tokens` and `scores` cover the prompt after <bos>.
 
     Attributes:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from gemma_lab.backend import to_numpy
-from gemma_lab.models.gguf_tokenizer import write_vocabulary
+from gemma_lab.models.gguf_tokenizer import special_ids, write_vocabulary
 from gemma_lab.models.weight_layout import weight_rules
 
 _QUANTIZABLE = {"Q8_0"}
@@ -65,7 +65,8 @@ def export_gguf(causal_lm: Any, path: str | Path, quantization: str = "F32",
     if arch == "gemma2":
         writer.add_attn_logit_softcapping(backbone.attention_logit_soft_cap)
         writer.add_final_logit_softcapping(backbone.final_logit_soft_cap)
-    write_vocabulary(writer, causal_lm.preprocessor.tokenizer.proto)
+    tokenizer = causal_lm.preprocessor.tokenizer
+    write_vocabulary(writer, tokenizer.proto, specials=special_ids(tokenizer))
 
     for tensor_name, variable, layout in weight_rules(backbone):
         array = np.ascontiguousarray(layout.to_gguf(to_numpy(variable.value).astype(np.float32)))

@@ -430,7 +430,7 @@ def export_gemma4(causal_lm: Any, path: str | Path, quantization: str = "F32",
     """
     import gguf
 
-    from gemma_lab.models.gguf_tokenizer import write_vocabulary
+    from gemma_lab.models.gguf_tokenizer import special_ids, write_vocabulary
 
     if quantization not in ("F32", "F16", "Q8_0"):
         raise GGUFError(f"quantization={quantization!r} is not supported for Gemma 4; choose "
@@ -440,7 +440,8 @@ def export_gemma4(causal_lm: Any, path: str | Path, quantization: str = "F32",
     writer = gguf.GGUFWriter(str(path), ARCHITECTURE)
     writer.add_name(name)
     write_metadata(writer, causal_lm)
-    write_vocabulary(writer, causal_lm.preprocessor.tokenizer.proto, model="gemma4")
+    tokenizer = causal_lm.preprocessor.tokenizer
+    write_vocabulary(writer, tokenizer.proto, model="gemma4", specials=special_ids(tokenizer))
     name_map = _name_map(backbone.num_layers)
     for hf_name, array in hf_weights(backbone):
         array = np.ascontiguousarray(array)

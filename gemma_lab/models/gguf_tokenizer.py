@@ -115,10 +115,14 @@ def _proto_vocabulary(proto: bytes) -> tuple[list[str], list[float], list[int], 
     return tokens, scores, types, ids
 
 
-def write_vocabulary(writer: Any, proto: bytes, model: str = "llama") -> None:
+def write_vocabulary(writer: Any, proto: bytes, model: str = "llama",
+                     specials: dict[str, int] | None = None) -> None:
     """Write a SentencePiece `proto` as llama.cpp's tokenizer keys (`tokenizer.ggml.*`);
-    `model` is the tokenizer type: "llama" (Gemma 1-3) or "gemma4"."""
+    `model` is the tokenizer type: "llama" (Gemma 1-3) or "gemma4". `specials` ("bos",
+    "eos", "pad") override the proto's own ids, which a proto keras-hub rebuilt from a
+    tokenizer.json leaves at SentencePiece's defaults (0 / 1 / 2: pad, eos, bos swapped)."""
     tokens, scores, types, ids = _proto_vocabulary(proto)
+    ids.update({k: int(v) for k, v in (specials or {}).items() if v is not None and v >= 0})
     writer.add_tokenizer_model(model)
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -129,3 +133,12 @@ def write_vocabulary(writer: Any, proto: bytes, model: str = "llama") -> None:
     writer.add_pad_token_id(ids["pad"])
     writer.add_add_bos_token(True)
     writer.add_add_space_prefix(False)
+
+
+def special_ids(keras_hub_tokenizer: Any) -> dict[str, int]:
+    """bos / eos / pad ids of a keras-hub tokenizer as the model uses them (its own special
+    token ids, or the pieces' names), for `write_vocabulary`."""
+    from gemma_lab.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_keras_hub(keras_hub_tokenizer)
+    return {"bos": tokenizer.bos_id, "eos": tokenizer.eos_id, "pad": tokenizer.pad_id}

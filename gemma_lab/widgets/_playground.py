@@ -184,6 +184,14 @@ class Playground(w.VBox):
             self._show_error("This reply is from an earlier point of the conversation; only "
                              "the last reply (or one not yet in it) can be branched.")
             return False
+        chosen_id = parent.steps[position].top_k_ids[self.alternatives.value]  # value: an index
+        ends_turn = chosen_id in self.lab.tokenizer.stop_ids
+        if isinstance(parent, ChatBranch) and ends_turn:
+            # A reply cannot continue past its end of turn: the history would not be what
+            # the model saw.
+            self._show_error("That alternative ends the turn; pick another token to branch a "
+                             "reply with.")
+            return False
         forced = forced_step(parent.steps[position], self.alternatives.value)
         inherited = (*parent.steps[:position], forced)
         options = self._sampling()
