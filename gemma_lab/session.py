@@ -200,10 +200,15 @@ class GemmaLab:
             'user'
         """
         self.runtime.ensure_idle("score text")
-        if is_transcript(text):
-            chat = self.transcript(text)
-            return score_text(self.runtime, chat.text, chat.token_ids, chat.speakers)
-        return score_text(self.runtime, text)
+        return score_text(self.runtime, *self._text_ids_speakers(text))
+
+    def _text_ids_speakers(self, text: Any) -> tuple[str, tuple[int, ...] | None,
+                                                    tuple[str, ...]]:
+        """(text, ids, speakers) of a plain text (its ids encoded later) or a transcript."""
+        if not is_transcript(text):
+            return text, None, ()
+        chat = self.transcript(text)
+        return chat.text, chat.token_ids, chat.speakers
 
     def transcript(self, turns: Sequence[Mapping[str, str]] | Transcript) -> Transcript:
         """A conversation in this model's chat template: its text, its exact token ids and
@@ -297,11 +302,9 @@ class GemmaLab:
             4
         """
         self.runtime.ensure_idle("trace")
-        if is_transcript(text):
-            chat = self.transcript(text)
-            return trace_text(self.runtime, chat.text, layers=layers, heads=heads,
-                              ids=chat.token_ids, speakers=chat.speakers)
-        return trace_text(self.runtime, text, layers=layers, heads=heads)
+        text, ids, speakers = self._text_ids_speakers(text)
+        return trace_text(self.runtime, text, layers=layers, heads=heads, ids=ids,
+                          speakers=speakers)
 
     def attribute(self, prompt: str, target: str, method: str = defaults.ATTRIBUTION_METHOD,
                   steps: int = defaults.INTEGRATED_GRADIENTS_STEPS) -> Attribution:
@@ -364,10 +367,8 @@ class GemmaLab:
             True
         """
         self.runtime.ensure_idle("run the model")
-        if is_transcript(text):
-            chat = self.transcript(text)
-            return run_with_cache(self.runtime, chat.text, names, ids=chat.token_ids)
-        return run_with_cache(self.runtime, text, names)
+        text, ids, _ = self._text_ids_speakers(text)
+        return run_with_cache(self.runtime, text, names, ids=ids)
 
     # --- interventions -----------------------------------------------------------------------
     def patch(self, clean: str, corrupted: str, target: str, over: str = "resid_pre",

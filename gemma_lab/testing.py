@@ -138,8 +138,6 @@ def tiny_gemma4(num_layers: int = 4, seed: int = 0, dtype: str = "float32", moe:
     keras = import_keras()  # before keras_hub, which would start Keras on its default backend
     import keras_hub
 
-    from gemma_lab.backend import to_numpy
-
     keras.utils.set_random_seed(seed)
     config: dict[str, Any] = dict(
         vocabulary_size=len_vocab(GEMMA4_SPECIALS), image_size=None, num_layers=num_layers,
@@ -159,17 +157,8 @@ def tiny_gemma4(num_layers: int = 4, seed: int = 0, dtype: str = "float32", moe:
     causal_lm = keras_hub.models.Gemma4CausalLM(preprocessor=preprocessor, backbone=backbone,
                                                 final_logit_cap=30.0)
     _randomise_norms(backbone, seed, around=1.0)  # Gemma 4's norms multiply by the scale
-    # keras-hub's fan-in initialiser gives near-uniform next-token distributions at this
-    # size; unit-variance embeddings give logits that differ (so interventions show).
-    # keras-hub starts the router and expert bank at zero; random weights make them count.
-    import numpy as np
-
-    rng = np.random.default_rng(seed + 1)
-    embeddings = backbone.token_embedding.embeddings
-    embeddings.assign(rng.normal(0, 1, size=tuple(embeddings.shape)).astype(embeddings.dtype))
-    for weight in backbone.weights:
-        if weight.trainable and not np.any(to_numpy(weight)):
-            weight.assign(rng.normal(0, 0.2, size=tuple(weight.shape)).astype(weight.dtype))
+    # keras-hub starts the router and expert bank at zero: random weights make them count.
+    _spread(backbone, backbone.token_embedding.embeddings, seed)
     return causal_lm
 
 
@@ -190,9 +179,6 @@ def tiny_gemma3n(num_layers: int = 4, seed: int = 0, dtype: str = "float32",
 
     keras = import_keras()  # before keras_hub, which would start Keras on its default backend
     import keras_hub
-    import numpy as np
-
-    from gemma_lab.backend import to_numpy
 
     keras.utils.set_random_seed(seed)
     vocabulary = len_vocab(GEMMA3N_SPECIALS, GEMMA3N_VOCAB)
@@ -213,14 +199,7 @@ def tiny_gemma3n(num_layers: int = 4, seed: int = 0, dtype: str = "float32",
     # correct_output_scale (also a plain multiplier) starts at zero, which would drop every
     # block's per-layer-input term: random values around one make both count.
     _randomise_norms(backbone, seed, around=1.0)
-    # Unit-variance token embeddings give next-token distributions that differ (so
-    # interventions show), as in `tiny_gemma4`; any weight still zero is redrawn.
-    rng = np.random.default_rng(seed + 1)
-    embeddings = backbone.language_model.embed_tokens.embedding.embeddings
-    embeddings.assign(rng.normal(0, 1, size=tuple(embeddings.shape)).astype(embeddings.dtype))
-    for weight in backbone.weights:
-        if weight.trainable and not np.any(to_numpy(weight)):
-            weight.assign(rng.normal(0, 0.2, size=tuple(weight.shape)).astype(weight.dtype))
+    _spread(backbone, backbone.language_model.embed_tokens.embedding.embeddings, seed)
     # Only now the task: Gemma3nCausalLM's functional graph captures the tied embedding's
     # value when it is built (keras-hub's reverse embedding reads the variable eagerly), so
     # weights assigned afterwards would not reach its logits.
@@ -324,6 +303,36 @@ def tiny_hf_folder(architecture: str = "gemma4", directory: str | Path | None = 
     _randomise_torch(model, seed)
     model.save_pretrained(directory)
     return directory
+
+
+def _spread(backbone: Any, embeddings: Any, seed: int) -> None:
+    """Unit-variance token `embeddings` (keras-hub's fan-in initialiser gives near-uniform
+    next-token distributions at this size; these give logits that differ, so interventions
+    show), and every trainable weight keras-hub left at zero redrawn N(0, 0.2)."""
+    import numpy as np
+
+    from gemma_lab.backend import to_numpy
+
+    rng = np.random.default_rng(seed + 1)
+    embeddings.assign(rng.normal(0, 1, size=tuple(embeddings.shape)).astype(embeddings.dtype))
+    for weight in backbone.weights:
+        if weight.trainable and not np.any(to_numpy(weight)):
+            weight.assign(rng.normal(0, 0.2, size=tuple(weight.shape)).astype(weight.dtype))
+
+
+def numpy_log_softmax(logits: Any) -> Any:
+    """log softmax over the last axis in float64 NumPy: the tests' independent reference.
+
+    Example:
+        >>> import numpy as np
+        >>> float(np.exp(numpy_log_softmax(np.array([1.0, 2.0]))).sum())
+        1.0
+    """
+    import numpy as np
+
+    values = np.asarray(logits, dtype="float64")
+    top = values.max(-1, keepdims=True)
+    return values - top - np.log(np.exp(values - top).sum(-1, keepdims=True))
 
 
 def keras_hub_inputs(backbone: Any, token_ids: Any) -> dict[str, Any]:

@@ -46,12 +46,9 @@ def _target_logprob(lab, prompt, target):
 
     prompt_ids = lab.tokenizer.encode(prompt, add_bos=True)
     ids = prompt_ids + lab.tokenizer.encode(target)
-    from gemma_lab.testing import keras_hub_inputs
+    from gemma_lab.testing import keras_hub_inputs, numpy_log_softmax
 
-    logits = to_numpy(lab.causal_lm(keras_hub_inputs(lab.backbone, [ids])))[0]
-    logits = logits.astype("float64")
-    top = logits.max(-1, keepdims=True)
-    logprobs = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    logprobs = numpy_log_softmax(to_numpy(lab.causal_lm(keras_hub_inputs(lab.backbone, [ids])))[0])
     positions = np.arange(len(prompt_ids) - 1, len(ids) - 1)
     return float(logprobs[positions, np.asarray(ids[len(prompt_ids):])].sum())
 

@@ -16,7 +16,7 @@ from gemma_lab import interventions as iv
 from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.errors import InputError, NotAvailableError
 from gemma_lab.reference import keras_hub_greedy_ids
-from gemma_lab.testing import keras_hub_inputs, tiny_session
+from gemma_lab.testing import keras_hub_inputs, numpy_log_softmax, tiny_session
 
 ops = import_keras().ops
 TEXT = "hello world, this is a tiny corpus"
@@ -25,11 +25,6 @@ TEXT = "hello world, this is a tiny corpus"
 @pytest.fixture(scope="module")
 def lab():
     return tiny_session("gemma3n")
-
-
-def _log_softmax(logits):
-    top = logits.max(-1, keepdims=True)
-    return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
 
 
 def test_the_model_has_every_gemma3n_feature_on(lab):
@@ -50,7 +45,7 @@ def test_the_model_has_every_gemma3n_feature_on(lab):
 def test_scores_equal_keras_hub_own_causal_lm_call(lab):
     ids = lab.tokenizer.encode(TEXT, add_bos=True)
     logits = to_numpy(lab.causal_lm(keras_hub_inputs(lab.backbone, [ids])))[0]
-    expected = _log_softmax(logits.astype("float64"))[np.arange(len(ids) - 1), ids[1:]]
+    expected = numpy_log_softmax(logits.astype("float64"))[np.arange(len(ids) - 1), ids[1:]]
     scored = lab.score(TEXT)
     assert list(scored.token_ids) == ids[1:]
     np.testing.assert_allclose(scored.logprobs, expected, atol=1e-4)
@@ -136,7 +131,7 @@ def test_ablation_holds_in_every_cached_decode_step(lab):
         g = lab.generate("the quick brown", max_new_tokens=8)
         ids = list(g.prompt_token_ids) + list(g.token_ids)
         logits = record_token_ids(lab.runtime, ids, ["logits"])["logits"][:len(ids)]
-    logprobs = _log_softmax(logits.astype("float64"))
+    logprobs = numpy_log_softmax(logits.astype("float64"))
     rows = np.arange(len(g.prompt_token_ids) - 1, len(ids) - 1)
     np.testing.assert_array_equal(logprobs[rows].argmax(-1), g.token_ids)
     np.testing.assert_allclose(logprobs[rows, g.token_ids], g.logprobs, atol=1e-4)

@@ -15,7 +15,7 @@ import pytest
 from gemma_lab import interventions as iv
 from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.errors import InputError, NotAvailableError
-from gemma_lab.testing import keras_hub_inputs, tiny_session
+from gemma_lab.testing import keras_hub_inputs, numpy_log_softmax, tiny_session
 
 ops = import_keras().ops
 TEXT = "hello world, this is a tiny corpus"
@@ -26,14 +26,9 @@ def lab():
     return tiny_session("gemma4")
 
 
-def _log_softmax(logits):
-    top = logits.max(-1, keepdims=True)
-    return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
-
-
 def _keras_hub_logprobs(lab, ids):
     logits = to_numpy(lab.causal_lm(keras_hub_inputs(lab.backbone, [ids])))[0]
-    return _log_softmax(logits.astype("float64"))[np.arange(len(ids) - 1), ids[1:]]
+    return numpy_log_softmax(logits.astype("float64"))[np.arange(len(ids) - 1), ids[1:]]
 
 
 @contextmanager
@@ -130,7 +125,7 @@ def test_expert_ablation_holds_in_every_cached_decode_step(lab):
         g = lab.generate("hello", max_new_tokens=8)
         ids = list(g.prompt_token_ids) + list(g.token_ids)
         logits = record_token_ids(lab.runtime, ids, ["logits"])["logits"][:len(ids)]
-    logprobs = _log_softmax(logits.astype("float64"))
+    logprobs = numpy_log_softmax(logits.astype("float64"))
     rows = np.arange(len(g.prompt_token_ids) - 1, len(ids) - 1)
     np.testing.assert_array_equal(logprobs[rows].argmax(-1), g.token_ids)
     np.testing.assert_allclose(logprobs[rows, g.token_ids], g.logprobs, atol=1e-4)

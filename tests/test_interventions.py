@@ -15,7 +15,7 @@ from gemma_lab import interventions as iv
 from gemma_lab.backend import import_keras
 from gemma_lab.errors import GemmaLabError, HookError, InputError
 from gemma_lab.inspect.activations import record_token_ids
-from gemma_lab.testing import tiny_session
+from gemma_lab.testing import numpy_log_softmax, tiny_session
 
 ops = import_keras().ops  # the backend conftest chose (GEMMA_LAB_BACKEND)
 TEXT = "hello world"
@@ -25,11 +25,6 @@ CLEAN, CORRUPTED = "hello world", "hello wurld"  # same token count, one token d
 @pytest.fixture(scope="module")
 def gemma1():
     return tiny_session("gemma")  # no post-attention / post-MLP norms: outputs are linear
-
-
-def _log_softmax(logits):
-    top = logits.max(-1, keepdims=True)
-    return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
 
 
 # --- ablation ------------------------------------------------------------------------------
@@ -94,7 +89,7 @@ def test_ablation_holds_in_every_cached_decode_step(architecture):
         ids = list(g.prompt_token_ids) + list(g.token_ids)
         # the exact ids (re-encoding the text could split it differently)
         logits = record_token_ids(lab.runtime, ids, ["logits"])["logits"][:len(ids)]
-    logprobs = _log_softmax(logits.astype("float64"))
+    logprobs = numpy_log_softmax(logits.astype("float64"))
     n = len(g.prompt_token_ids)
     rows = np.arange(n - 1, len(ids) - 1)
     np.testing.assert_array_equal(logprobs[rows].argmax(-1), g.token_ids)
@@ -117,7 +112,7 @@ def test_steering_equals_keras_hubs_layer_intercept(architecture):
     logits = ops.convert_to_numpy(lab.causal_lm.score(
         ops.convert_to_tensor(np.asarray([ids], "int32")),
         layer_intercept_fn=lambda x, i: x + 2.5 * mask * vector if i == 1 else x))[0]
-    expected = _log_softmax(logits.astype("float64"))[np.arange(len(ids) - 1), ids[1:]]
+    expected = numpy_log_softmax(logits.astype("float64"))[np.arange(len(ids) - 1), ids[1:]]
     np.testing.assert_allclose(steered.logprobs, expected, atol=1e-4)
     assert np.abs(np.asarray(lab.score(TEXT).logprobs) - expected).max() > 1e-3
 

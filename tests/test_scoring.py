@@ -1,14 +1,12 @@
 import numpy as np
 
 from gemma_lab.backend import to_numpy
-from gemma_lab.testing import keras_hub_inputs
+from gemma_lab.testing import keras_hub_inputs, numpy_log_softmax
 
 
 def _reference_logprobs(causal_lm, ids):
     """Log-probabilities from keras-hub's own CausalLM call (final soft cap included)."""
-    logits = to_numpy(causal_lm(keras_hub_inputs(causal_lm.backbone, [ids])))[0].astype("float64")
-    top = logits.max(-1, keepdims=True)
-    return logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    return numpy_log_softmax(to_numpy(causal_lm(keras_hub_inputs(causal_lm.backbone, [ids])))[0])
 
 
 def test_score_matches_a_plain_forward_pass(tiny_lab_any):

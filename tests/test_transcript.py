@@ -12,7 +12,7 @@ from gemma_lab.errors import InputError
 from gemma_lab.inspect.activations import record_token_ids
 from gemma_lab.render import to_html
 from gemma_lab.schema import JSON_SCHEMA
-from gemma_lab.testing import tiny_session
+from gemma_lab.testing import numpy_log_softmax, tiny_session
 
 
 @pytest.fixture(params=["gemma3", "gemma4"])
@@ -38,9 +38,7 @@ def test_score_and_trace_of_a_transcript_equal_the_same_ids_run_directly(lab):
     chat = lab.transcript(turns)
     score = lab.score(turns)
     logits = record_token_ids(lab.runtime, list(chat.token_ids), ["logits"])["logits"]
-    logits = logits[:len(chat.token_ids)].astype("float64")
-    top = logits.max(-1, keepdims=True)
-    logprobs = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    logprobs = numpy_log_softmax(logits[:len(chat.token_ids)])
     ids = chat.token_ids
     np.testing.assert_allclose(score.logprobs,
                                logprobs[np.arange(len(ids) - 1), list(ids[1:])], atol=1e-4)

@@ -10,6 +10,7 @@ unchanged and a patch only sees (and may replace) a tensor passing between its l
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from gemma_lab.forward import taps
@@ -69,7 +70,7 @@ class GemmaAdapter:
     def num_layers(self) -> int:
         return len(self.blocks)
 
-    @property
+    @cached_property  # the model's layers do not change while it is loaded
     def shape(self) -> ModelShape:
         """Layer, head and width sizes the hook points have."""
         attention = self.blocks[0].attention

@@ -41,6 +41,7 @@ values (with keras-hub's own `repeat_kv`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from gemma_lab.errors import ModelLoadError
@@ -182,7 +183,7 @@ class Gemma3nAdapter:
         """Every hook point of this model, in forward order."""
         return point_names(self.num_layers, self.block_points)
 
-    @property
+    @cached_property  # the model's layers do not change while it is loaded
     def shape(self) -> ModelShape:
         """Layer, head and width sizes the hook points have."""
         model = self.language_model

@@ -27,6 +27,7 @@ is hooked, where keras-hub applies it just after).
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from gemma_lab.forward import taps
@@ -97,7 +98,7 @@ class Gemma4Adapter:
         """Every hook point of this model, in forward order."""
         return point_names(self.num_layers, self.block_points)
 
-    @property
+    @cached_property  # the model's layers do not change while it is loaded
     def shape(self) -> ModelShape:
         """Layer, head and width sizes the hook points have (per layer where they differ)."""
         first = self.blocks[0]
