@@ -23,6 +23,11 @@ prompt is tokenized the way transformers tokenizes a rendered template: the text
 special tokens is encoded piece by piece and the special tokens are inserted by id.
 Generation stops at `<end_of_turn>`; a turn joins the history only when its reply is
 complete (an interrupted or stopped turn leaves the history as it was).
+
+A checkpoint that carries its own template (a GGUF's `tokenizer.chat_template`, a Hugging
+Face folder's `chat_template.jinja`) is rendered with that template instead
+(`gemma_lab.chat_template`); `lab.chat_template` shows which one is in force and takes your
+own Jinja source, or None for the built-in one.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gemma_lab import defaults
+from gemma_lab.chat_template import CheckpointTemplate
 from gemma_lab.errors import InputError, NotAvailableError
 
 if TYPE_CHECKING:
@@ -66,6 +72,18 @@ def template_for(family: str) -> Template:
         ('<turn|>', '<end_of_turn>')
     """
     return GEMMA4 if family == "Gemma 4" else GEMMA
+
+
+def template_of(runtime: ModelRuntime) -> Template | CheckpointTemplate:
+    """The template a session's chat and transcripts use: the checkpoint's own when it has
+    one (or the one set through `lab.chat_template`), else the family's built-in one.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> template_of(tiny_runtime()).name
+        'Gemma 1-3'
+    """
+    return runtime.chat_template or template_for(runtime.adapter.family)
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,35 @@ def encode(tokenizer: Tokenizer, text: str, template: Template = GEMMA) -> list[
     return ids
 
 
+def conversation_ids(tokenizer: Tokenizer, turns: Sequence[Turn], system: str | None,
+                     template: Template | CheckpointTemplate,
+                     generation_prompt: bool = True) -> tuple[str, list[int]]:
+    """The rendered text (without `<bos>`) and the ids (with it) of a conversation, ending
+    with the model's generation prompt when `generation_prompt`, else with the last turn.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_tokenizer
+        >>> tok = tiny_tokenizer()
+        >>> text, ids = conversation_ids(tok, [Turn("user", "hi")], None, GEMMA)
+        >>> text, ids[0] == tok.bos_id
+        ('<start_of_turn>user\\nhi<end_of_turn>\\n<start_of_turn>model\\n', True)
+    """
+    if isinstance(template, CheckpointTemplate):
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            turn.to_dict() for turn in turns]
+        bos = tokenizer.piece(tokenizer.bos_id)
+        text = template.render(messages, generation_prompt, bos_token=bos,
+                               eos_token=tokenizer.piece(tokenizer.eos_id))
+        ids = tokenizer.encode_with_controls(text)
+        if not ids or ids[0] != tokenizer.bos_id:  # a template without {{ bos_token }}
+            ids = [tokenizer.bos_id, *ids]
+        return text.removeprefix(bos), ids
+    text = render(turns, system, template)
+    if not generation_prompt:
+        text = text[:-len(f"{template.start}model\n")]
+    return text, encode(tokenizer, text, template)
+
+
 class Chat:
     """The conversation of one session: `history`, the `system` prompt, and the next turn.
 
@@ -170,9 +217,8 @@ class Chat:
             raise InputError("The system prompt is set when a conversation starts; call "
                              "lab.reset_chat() to start one with a new system prompt.")
         system = self.system if system is None else system
-        template = template_for(self.runtime.adapter.family)
-        text = render([*self.turns, Turn("user", message)], system, template)
-        return text, encode(self.runtime.tokenizer, text, template)
+        return conversation_ids(self.runtime.tokenizer, [*self.turns, Turn("user", message)],
+                                system, template_of(self.runtime))
 
     def stream(self, message: str, system: str | None = None,
                max_new_tokens: int = defaults.MAX_NEW_TOKENS,
@@ -235,9 +281,8 @@ class Chat:
         """
         if not self.turns or self.turns[-1].role != "model":
             raise InputError("There is no model reply to replace yet; send a message first.")
-        template = template_for(self.runtime.adapter.family)
-        asked = encode(self.runtime.tokenizer, render(self.turns[:-1], self.system, template),
-                       template)
+        _, asked = conversation_ids(self.runtime.tokenizer, self.turns[:-1], self.system,
+                                    template_of(self.runtime))
         if [int(i) for i in reply.prompt_token_ids] != asked:
             raise InputError("This reply answers a different point of the conversation (its "
                              "prompt is not the history up to the last user message); only "
@@ -248,5 +293,5 @@ class Chat:
         return True
 
 
-__all__ = ["END", "GEMMA", "GEMMA4", "ROLES", "START", "Chat", "Template", "Turn", "encode",
-           "render", "template_for"]
+__all__ = ["END", "GEMMA", "GEMMA4", "ROLES", "START", "Chat", "Template", "Turn",
+           "conversation_ids", "encode", "render", "template_for", "template_of"]

@@ -53,14 +53,14 @@ def unsupported(adapter: Any) -> dict[str, str]:
                                      "directly: no neuron point")
         reasons["logit attribution"] = ("layer scalars and per-layer embeddings: parts do not "
                                         "add up yet")
-        reasons["distribution"] = "layout maps for Gemma 1-3 only"
+        reasons["distribution"] = "layout maps and sharded runs verified for Gemma 1-3 only"
     if adapter.family == "Gemma 3n":
         reasons["integrated gradients"] = ("top-k activation sparsity and AltUp's magnitude "
                                            "ratios are not continuous down to the zero baseline")
         reasons["logit attribution"] = ("AltUp streams, Laurel and per-layer inputs: attention "
                                         "and MLP parts do not add up to the logit")
         reasons["GGUF export"] = "gemma_lab reads and writes Gemma 1-4 GGUFs, not Gemma 3n yet"
-        reasons["distribution"] = "layout maps for Gemma 1-3 only"
+        reasons["distribution"] = "layout maps and sharded runs verified for Gemma 1-3 only"
     return reasons
 
 

@@ -41,6 +41,7 @@ class ModelInfo:
     device_memory_bytes: dict[str, int] | None = None  # in use per accelerator (not on CPU)
     features: tuple[str, ...] = ()  # what gemma_lab runs on this model (`gemma_lab.features`)
     not_supported: dict[str, str] | None = None  # feature -> why not
+    chat_template: str = ""  # which template chat uses: the checkpoint's own or built-in
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,7 +104,16 @@ def model_info(runtime: ModelRuntime) -> ModelInfo:
         device_memory_bytes=device_memory,
         features=features.supported(runtime.adapter),
         not_supported=features.unsupported(runtime.adapter),
+        chat_template=_template_name(runtime),
     )
+
+
+def _template_name(runtime: ModelRuntime) -> str:
+    from gemma_lab.chat import template_of
+
+    template = template_of(runtime)
+    origin = getattr(template, "origin", None)
+    return f"the checkpoint's ({origin})" if origin else f"built-in {template.name}"
 
 
 __all__ = ["ModelInfo", "model_info"]

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from gemma_lab import defaults
 from gemma_lab.backend import import_keras
+from gemma_lab.chat_template import CheckpointTemplate
 from gemma_lab.errors import InputError, ModelBusyError
 from gemma_lab.forward import (
     NO_HOOKS,
@@ -57,6 +58,8 @@ class ModelRuntime:
         self.top_k = top_k
         self.adapter_name: str | None = None  # the LoRA adapter in use; None: base model
         self.adapter_provenance: Any = None  # FinetuneResult of an unsaved adapter, if any
+        # The checkpoint's own chat template (GGUF / Hugging Face folder); None: built-in.
+        self.chat_template: CheckpointTemplate | None = loaded.chat_template
         self._compiled: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._hook_stacks = threading.local()  # hooks apply to the thread that pushed them
         self._patch_lock = threading.RLock()

@@ -16,9 +16,11 @@ from typing import Any
 
 from gemma_lab import defaults
 from gemma_lab.chat import Chat
+from gemma_lab.chat_template import CheckpointTemplate
 from gemma_lab.classify import Classification, classify
 from gemma_lab.comparison import Comparison, compare
 from gemma_lab.decoding import CompiledModel, decoder
+from gemma_lab.errors import InputError
 from gemma_lab.finetune import Adapters, FinetuneResult, FinetuneRun
 from gemma_lab.forward import HookFn, HookSet
 from gemma_lab.generation import Generation, GenerationStream
@@ -196,7 +198,7 @@ class GemmaLab:
             >>> from gemma_lab.testing import tiny_session
             >>> tiny_session().score("hello world").ranks[0] >= 1
             True
-            >>> tiny_session().score([{"role": "user", "content": "hi"}]).speakers[-2]
+            >>> tiny_session().score([{"role": "user", "content": "hi"}]).speakers[-3]
             'user'
         """
         self.runtime.ensure_idle("score text")
@@ -220,9 +222,40 @@ class GemmaLab:
             >>> t.token_ids[0] == tiny_session().tokenizer.bos_id
             True
         """
-        from gemma_lab.chat import template_for
+        from gemma_lab.chat import template_of
 
-        return transcript(self.tokenizer, turns, template_for(self.runtime.adapter.family))
+        return transcript(self.tokenizer, turns, template_of(self.runtime))
+
+    @property
+    def chat_template(self) -> CheckpointTemplate | None:
+        """The Jinja chat template `chat`, `transcript` and the Playground use: the
+        checkpoint's own (a GGUF's `tokenizer.chat_template`, a Hugging Face folder's
+        `chat_template.jinja`) when it has one; None means gemma_lab's built-in template for
+        the model family. Set your own Jinja source, or None for the built-in one.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> lab = tiny_session("gemma3")
+            >>> lab.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}" \\
+            ...     "{% endfor %}"
+            >>> lab.transcript([{"role": "user", "content": "hi"}]).text
+            'hi'
+            >>> lab.chat_template = None
+        """
+        return self.runtime.chat_template
+
+    @chat_template.setter
+    def chat_template(self, source: str | CheckpointTemplate | None) -> None:
+        from gemma_lab.chat_template import from_text
+
+        if isinstance(source, CheckpointTemplate) or source is None:
+            template = source
+        elif isinstance(source, str) and (template := from_text(source, "lab.chat_template")):
+            template._compiled  # noqa: B018 - a template that does not parse fails here
+        else:
+            raise InputError("chat_template takes Jinja source (a non-empty string), a "
+                             "CheckpointTemplate, or None for the built-in Gemma template.")
+        self.runtime.chat_template = template
 
     # --- chat ---------------------------------------------------------------------------------
     @cached_property
@@ -525,8 +558,14 @@ def load(spec: str | os.PathLike[str] | None = None, dtype: str = "float32",
         >>> lab.info().num_layers
         18
     """
-    return GemmaLab(load_model(spec, dtype=dtype, progress=progress,
-                               distribution=distribution, mesh=mesh))
+    lab = GemmaLab(load_model(spec, dtype=dtype, progress=progress,
+                              distribution=distribution, mesh=mesh))
+    if distribution is not None:  # a family whose sharding is unverified: refuse, don't guess
+        from gemma_lab import features
+
+        features.require(lab.runtime.adapter, "distribution",
+                         "Load it without distribution= to run it on one device.")
+    return lab
 
 
 __all__ = ["DTYPES", "GemmaLab", "ModelInfo", "load"]

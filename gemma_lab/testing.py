@@ -376,8 +376,9 @@ def len_vocab(extra_specials: tuple[str, ...] = (), vocab_size: int = 320) -> in
 
 
 def tiny_gguf(architecture: str = "gemma3", quantization: str = "F32", num_layers: int = 2,
-              directory: str | Path | None = None) -> Path:
-    """Export a tiny random model of `architecture` to a GGUF file and return its path.
+              directory: str | Path | None = None, chat_template: str | None = None) -> Path:
+    """Export a tiny random model of `architecture` to a GGUF file and return its path
+    (with `chat_template` as its `tokenizer.chat_template` when given).
 
     Example:
         >>> tiny_gguf("gemma").suffix
@@ -387,7 +388,8 @@ def tiny_gguf(architecture: str = "gemma3", quantization: str = "F32", num_layer
 
     directory = Path(directory or tempfile.mkdtemp(prefix="gemma_lab_tiny_"))
     path = directory / f"tiny-{architecture}-{quantization.lower()}.gguf"
-    return export_gguf(tiny_causal_lm(architecture, num_layers=num_layers), path, quantization)
+    return export_gguf(tiny_causal_lm(architecture, num_layers=num_layers), path, quantization,
+                       chat_template=chat_template)
 
 
 @functools.lru_cache(maxsize=6)

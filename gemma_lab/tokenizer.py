@@ -6,6 +6,7 @@ incremental so streamed text never shows half of a multi-byte character.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 _SPACE = "\u2581"
@@ -67,6 +68,38 @@ class Tokenizer:
             (True, False)
         """
         return bool(self._sp.is_control(int(token_id)))
+
+    @cached_property
+    def control_ids(self) -> dict[str, int]:
+        """Every control piece of the vocabulary (`<bos>`, turn markers, ...) and its id."""
+        return {self._sp.id_to_piece(i): i for i in range(self.vocabulary_size)
+                if self._sp.is_control(i)}
+
+    def encode_with_controls(self, text: str) -> list[int]:
+        """Ids of `text` in which control pieces written out (`<bos>`, `<start_of_turn>`,
+        ...) stand for their own ids, as transformers tokenizes a rendered chat template:
+        the text between them is encoded as plain text.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_tokenizer
+            >>> tok = tiny_tokenizer()
+            >>> ids = tok.encode_with_controls("<bos><start_of_turn>user\\nhi")
+            >>> ids[:2] == [tok.bos_id, tok.start_of_turn_id], tok.decode(ids[2:])
+            (True, 'user\\nhi')
+        """
+        ids: list[int] = []
+        for index, part in enumerate(self._control_pattern.split(text)):
+            if index % 2:
+                ids.append(self.control_ids[part])
+            elif part:
+                ids += self.encode(part)
+        return ids
+
+    @cached_property
+    def _control_pattern(self) -> Any:
+        from gemma_lab.chat_template import control_pattern
+
+        return control_pattern(list(self.control_ids))
 
     def _optional_id(self, piece: str) -> int | None:
         index = self._sp.piece_to_id(piece)

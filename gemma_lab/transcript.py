@@ -3,12 +3,12 @@ its token ids exactly as the model sees them, and who "speaks" each token.
 
 `lab.score`, `lab.trace` and `lab.run_with_cache` accept a transcript (a list of
 {"role", "content"} turns, e.g. `lab.chat_history`, or a `Transcript`) as well as plain
-text. The ids are `chat.encode` of `chat.render`'s text with every turn closed (no
-generation prompt): the official template's ids. A chat history's transcript starts with
-the ids its last reply was generated from unless the tokenizer merges the "model\n" header
-with the reply's first characters (the tests check it on the tiny vocabulary). Each token
-is labelled "system", "user", "model", or "markup" (`<bos>`, the turn markers and the role
-names), for colouring and for masks.
+text. The ids are `chat.conversation_ids` with every turn closed (no generation prompt):
+the checkpoint's own template when it carries one, else the official Gemma template's ids.
+A chat history's transcript starts with the ids its last reply was generated from unless
+the tokenizer merges the "model\n" header with the reply's first characters (the tests
+check it on the tiny vocabulary). Each token is labelled "system", "user", "model", or
+"markup" (`<bos>`, the turn markers and the role names), for colouring and for masks.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gemma_lab.chat import GEMMA, Template, Turn, encode, render
+from gemma_lab.chat import GEMMA, Template, Turn, conversation_ids
+from gemma_lab.chat_template import CheckpointTemplate
 from gemma_lab.errors import GemmaLabError, InputError
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def _turns(value: Sequence[Mapping[str, Any] | Turn]) -> tuple[str | None, list[
 
 
 def transcript(tokenizer: Tokenizer, value: Sequence[Mapping[str, Any] | Turn] | Transcript,
-               template: Template = GEMMA) -> Transcript:
+               template: Template | CheckpointTemplate = GEMMA) -> Transcript:
     """The `Transcript` of a list of turns in `template`, every turn closed.
 
     Example:
@@ -105,11 +106,12 @@ def transcript(tokenizer: Tokenizer, value: Sequence[Mapping[str, Any] | Turn] |
         raise InputError("A transcript is a non-empty list of {'role', 'content'} turns, "
                          "e.g. lab.chat_history.")
     system, turns = _turns(value)
-    prompt = f"{template.start}model\n"
-    text = render(turns, system, template)[:-len(prompt)]
-    ids = encode(tokenizer, text, template)
-    return Transcript(text, tuple(ids), _speakers(tokenizer, text, ids, turns, system,
-                                                  template), tuple(turns), system)
+    text, ids = conversation_ids(tokenizer, turns, system, template, generation_prompt=False)
+    if isinstance(template, CheckpointTemplate):
+        labels = _rendered_labels(tokenizer, text, turns, system, template)
+    else:
+        labels = _labels(text, turns, system, template)
+    return Transcript(text, tuple(ids), _speakers(tokenizer, ids, labels), tuple(turns), system)
 
 
 def _labels(text: str, turns: list[Turn], system: str | None, template: Template) -> list[str]:
@@ -138,13 +140,59 @@ def _labels(text: str, turns: list[Turn], system: str | None, template: Template
     return labels
 
 
-def _speakers(tokenizer: Tokenizer, text: str, ids: list[int], turns: list[Turn],
-              system: str | None, template: Template) -> tuple[str, ...]:
+def _rendered_labels(tokenizer: Tokenizer, text: str, turns: list[Turn], system: str | None,
+                     template: CheckpointTemplate) -> list[str]:
+    """A speaker per character of a checkpoint template's `text`: each message's (stripped)
+    content where the template put it, the rest markup. When rendering the first k messages
+    gives a prefix of the whole (templates do, as a rule), message k's content is looked for
+    in its own part, from the end (so a message "user" is not found in its own role header)
+    and a system prompt the template folds into the next turn in that turn; else in order
+    through the whole text."""
+    messages = ([("system", system)] if system else []) + [(t.role, t.content) for t in turns]
+    labels = ["markup"] * len(text)
+
+    def mark(start: int, content: str, speaker: str) -> None:
+        labels[start:start + len(content)] = [speaker] * len(content)
+
+    bos = tokenizer.piece(tokenizer.bos_id)
+    try:
+        ends = [len(template.render([{"role": r, "content": c} for r, c in messages[:k]],
+                                    False, bos_token=bos).removeprefix(bos))
+                for k in range(1, len(messages) + 1)]
+        stable = ends == sorted(ends) and ends[-1] == len(text)
+    except InputError:  # a template that refuses a partial conversation
+        stable = False
+    if not stable:
+        at = 0
+        for role, content in messages:
+            found = text.find(content.strip(), at) if content.strip() else -1
+            if found >= 0:
+                mark(found, content.strip(), role)
+                at = found + len(content.strip())
+        return labels
+    start, pending = 0, None  # pending: a system prompt not found in its own part yet
+    for (role, content), end in zip(messages, ends, strict=True):
+        part = text[start:end]
+        if pending and (found := part.find(pending)) >= 0:
+            mark(start + found, pending, "system")
+            part_from, pending = found + len(pending), None
+        else:
+            part_from = 0
+        stripped = content.strip()
+        found = part.rfind(stripped, part_from) if stripped else -1
+        if found >= 0:
+            mark(start + found, stripped, role)
+        elif role == "system" and stripped:
+            pending = stripped
+        start = end
+    return labels
+
+
+def _speakers(tokenizer: Tokenizer, ids: list[int], labels: list[str]) -> tuple[str, ...]:
+    """A speaker per id (after `<bos>`) from the speaker of each character of the text."""
     from gemma_lab.tokenizer import IncrementalDecoder
 
-    labels = _labels(text, turns, system, template)
-    markers = {tokenizer.piece_id(template.start): template.start,
-               tokenizer.piece_id(template.end): template.end}
+    markers = {i: piece for piece, i in tokenizer.control_ids.items()}
     decoder = IncrementalDecoder(tokenizer)
     speakers, at = ["markup"], 0  # <bos>
     for token_id in ids[1:]:

@@ -201,3 +201,121 @@ def test_bad_chat_input_is_one_clear_error(tiny_lab):
         tiny_lab.chat("hi", system=3)
     assert np.isfinite(tiny_lab.chat("hi", max_new_tokens=1).steps[0].logprob)
     tiny_lab.reset_chat()
+
+
+# --- the checkpoint's own template --------------------------------------------------------
+# A template unlike the built-in one (the system prompt gets its own turn), so a test can tell
+# which of the two rendered the ids.
+SYSTEM_TURN_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>"
+    "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] | trim }}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def _hf_ids(hf, system, messages, generation_prompt=True):
+    hf_messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "assistant" if role == "model" else role, "content": text}
+        for role, text in messages]
+    want = hf.apply_chat_template(hf_messages, add_generation_prompt=generation_prompt,
+                                  tokenize=True)
+    return list(want["input_ids"] if hasattr(want, "keys") else want)
+
+
+@pytest.fixture(scope="module")
+def gguf_template_lab(tmp_path_factory):
+    """A tiny Gemma 3 GGUF carrying its own tokenizer.chat_template, loaded by gemma_lab, and
+    transformers' tokenizer on the same file (which reads the same template)."""
+    import_keras()
+    from transformers import AutoTokenizer
+
+    import gemma_lab
+    from gemma_lab.testing import tiny_gguf
+
+    path = tiny_gguf("gemma3", directory=tmp_path_factory.mktemp("templated"),
+                     chat_template=SYSTEM_TURN_TEMPLATE)
+    hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    assert hf.chat_template == SYSTEM_TURN_TEMPLATE
+    return gemma_lab.load(str(path), progress=False), hf
+
+
+@pytest.mark.parametrize("case", sorted(CONVERSATIONS))
+def test_a_ggufs_own_template_gives_transformers_ids(gguf_template_lab, case):
+    lab, hf = gguf_template_lab
+    assert lab.chat_template.origin == "GGUF tokenizer.chat_template"
+    assert "GGUF tokenizer.chat_template" in lab.info().chat_template
+    system, messages = CONVERSATIONS[case]
+    history, (_, message) = messages[:-1], messages[-1]
+    lab.reset_chat()
+    lab.conversation.turns = [Turn(role, text) for role, text in history]
+    lab.conversation.system = system
+    _, ids = lab.conversation.prompt(message, system)
+    assert ids == _hf_ids(hf, system, messages)
+    if system:  # the built-in template folds the system prompt; this one gives it a turn
+        assert ids != encode(lab.tokenizer, render([Turn(r, t) for r, t in messages], system))
+    # a transcript: the same template without the generation prompt, speakers by turn
+    turns = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": role, "content": text} for role, text in messages]
+    chat = lab.transcript(turns)
+    assert list(chat.token_ids) == _hf_ids(hf, system, messages, generation_prompt=False)
+
+    def said(speaker):
+        return lab.tokenizer.decode([i for i, who in zip(chat.token_ids, chat.speakers,
+                                                         strict=True) if who == speaker])
+
+    assert said("user") == "".join(text.strip() for role, text in messages if role == "user")
+    assert said("model") == "".join(text.strip() for role, text in messages if role == "model")
+    assert said("system") == (system or "").strip()
+    lab.reset_chat()
+
+
+def test_a_chat_reply_sees_the_checkpoint_templates_ids(gguf_template_lab):
+    lab, hf = gguf_template_lab
+    lab.reset_chat()
+    first = lab.chat("Hello", system="Be brief.", max_new_tokens=3)
+    assert list(first.prompt_token_ids) == _hf_ids(hf, "Be brief.", [("user", "Hello")])
+    second = lab.chat("And now?", max_new_tokens=3)
+    assert list(second.prompt_token_ids) == _hf_ids(
+        hf, "Be brief.", [("user", "Hello"), ("model", first.text), ("user", "And now?")])
+    lab.reset_chat()
+
+
+def test_your_own_template_and_back_to_the_built_in(tiny_lab):
+    from gemma_lab.errors import GemmaLabError
+
+    turns = [{"role": "user", "content": "hi"}]
+    built_in = tiny_lab.transcript(turns).token_ids
+    tiny_lab.chat_template = SYSTEM_TURN_TEMPLATE.replace("<end_of_turn>\n", "<end_of_turn>")
+    try:
+        assert tiny_lab.chat_template.origin == "lab.chat_template"
+        assert tiny_lab.transcript(turns).token_ids == built_in[:-1]  # no "\n" after the turn
+        tiny_lab.chat_template = "{{ raise_exception('only user turns, please') }}"
+        with pytest.raises(InputError, match="only user turns"):
+            tiny_lab.chat("hi", max_new_tokens=1)
+        # the sandbox: a template cannot reach Python's internals
+        tiny_lab.chat_template = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+        with pytest.raises(InputError, match="refused"):
+            tiny_lab.transcript(turns)
+        for bad in ("{% for %}", "", 3):
+            with pytest.raises(GemmaLabError):
+                tiny_lab.chat_template = bad
+    finally:
+        tiny_lab.chat_template = None
+    assert tiny_lab.transcript(turns).token_ids == built_in
+    assert tiny_lab.chat_history == []
+
+
+def test_a_hugging_face_folders_template_is_found(tmp_path):
+    import json
+
+    from gemma_lab.chat_template import from_hf_folder
+
+    assert from_hf_folder(tmp_path) is None
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": [
+        {"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}))
+    assert (from_hf_folder(tmp_path).source, from_hf_folder(tmp_path).origin) == (
+        "D", "tokenizer_config.json chat_template")
+    (tmp_path / "chat_template.jinja").write_text("J")
+    assert from_hf_folder(tmp_path).source == "J"
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    (tmp_path / "chat_template.jinja").unlink()
+    assert from_hf_folder(tmp_path) is None

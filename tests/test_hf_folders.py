@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gemma_lab
+from gemma_lab.chat import Turn
 from gemma_lab.errors import ModelLoadError
 from gemma_lab.inspect.activations import record_token_ids
 from gemma_lab.testing import numpy_log_softmax, tiny_hf_folder
@@ -27,6 +28,16 @@ CASES = {
 }
 
 
+# Each family's turn markers, the system prompt in a turn of its own (unlike Gemma 3's
+# built-in template), so the test can tell the folder's template from the built-in one.
+TEMPLATES = {family: (
+    "{{ bos_token }}{% for m in messages %}" + start
+    + "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] | trim }}"
+    + end + "\n{% endfor %}{% if add_generation_prompt %}" + start + "model\n{% endif %}")
+    for family, (start, end) in {"gemma3": ("<start_of_turn>", "<end_of_turn>"),
+                                 "gemma4": ("<|turn>", "<turn|>")}.items()}
+
+
 @pytest.fixture(scope="module", params=list(CASES))
 def case(request, tmp_path_factory):
     import torch
@@ -35,6 +46,7 @@ def case(request, tmp_path_factory):
     architecture, overrides = CASES[request.param]
     folder = tiny_hf_folder(architecture, tmp_path_factory.mktemp(request.param), seed=1,
                             **overrides)
+    (folder / "chat_template.jinja").write_text(TEMPLATES[architecture])
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     lab = gemma_lab.load(str(folder), progress=False)
     peer = transformers.AutoModelForCausalLM.from_pretrained(
@@ -98,3 +110,37 @@ def test_unsupported_architectures_name_what_is_supported(tmp_path, model_type):
     with pytest.raises(ModelLoadError, match="gemma4") as err:
         gemma_lab.load(str(tmp_path), progress=False)
     assert model_type in str(err.value)
+
+
+def test_the_folders_chat_template_gives_transformers_ids(case):
+    import transformers
+
+    folder, _, lab, _ = case
+    peer = transformers.AutoTokenizer.from_pretrained(folder)
+    assert lab.chat_template.origin == "chat_template.jinja"
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+             {"role": "model", "content": "hello there"}, {"role": "user", "content": "again"}]
+    hf_turns = [{**t, "role": "assistant" if t["role"] == "model" else t["role"]}
+                for t in turns]
+    want = peer.apply_chat_template(hf_turns, add_generation_prompt=True, tokenize=True)
+    want = list(want["input_ids"] if hasattr(want, "keys") else want)
+    lab.reset_chat()
+    lab.conversation.system, lab.conversation.turns = "Be brief.", [
+        Turn(t["role"], t["content"]) for t in turns[1:3]]
+    assert lab.conversation.prompt("again")[1] == want
+    assert want.count(lab.tokenizer.bos_id) == 1
+    lab.reset_chat()
+
+
+def test_a_sharded_load_of_an_unverified_family_is_refused(case):
+    """Gemma 4's sharding is not verified: distribution= is refused, not guessed (Gemma 3's
+    is, tests/test_distribution.py; here it loads on this one-device mesh)."""
+    from gemma_lab.errors import NotAvailableError
+
+    folder, _, lab, _ = case
+    if lab.info().family == "Gemma 4":
+        with pytest.raises(NotAvailableError, match="without distribution="):
+            gemma_lab.load(str(folder), progress=False, distribution="data_parallel")
+    else:
+        sharded = gemma_lab.load(str(folder), progress=False, distribution="data_parallel")
+        assert sharded.info().mesh is not None

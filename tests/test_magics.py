@@ -454,3 +454,22 @@ def test_hooks_lists_every_point_once_per_block(shell, tiny_lab):
     assert f"{len(tiny_lab.hook_points())} hook points (2 blocks)" in run.stdout
     for point in ("embed", "blocks.{0..1}.attn.z", "blocks.{0..1}.resid_post", "logits"):
         assert point in run.stdout
+
+
+def test_hooks_names_the_layers_each_point_exists_in(shell):
+    """Gemma 4's KV-shared layers have no attn.k / attn.v: the listing says which layers do."""
+    from gemma_lab.testing import tiny_session
+
+    lab = tiny_session("gemma4")
+    gemma_lab.magics.use(lab)  # (the shell fixture puts the tiny Gemma 3 back)
+    run = run_magic("%gemma hooks")
+    assert run.error is None, run.stderr
+    names = lab.hook_points()
+    for point in ("attn.k", "attn.v", "moe.router", "ple_out"):
+        held = sorted(int(n.split(".")[1]) for n in names if n.endswith("." + point))
+        assert f"blocks.{{{_span(held)}}}.{point} " in run.stdout
+    assert "expert router" in run.stdout
+
+
+def _span(layers):
+    return layers[0] if len(layers) == 1 else f"{layers[0]}..{layers[-1]}"

@@ -58,6 +58,11 @@ _POINTS = {
     "mlp.post": "MLP neurons (iv.ablate_neurons)",
     "mlp_out": "what the MLP adds to the residual",
     "resid_post": "residual stream leaving the block (iv.add steers here)",
+    "moe.router": "expert router probabilities [expert] (iv.ablate_experts)",
+    "moe_out": "what the mixture of experts adds (before the MLP/MoE sum)",
+    "laurel_out": "the Laurel (learned augmented residual) branch's output",
+    "ple.in": "the per-layer embedding input of the block",
+    "ple_out": "what the per-layer embedding adds to the residual",
     "final_norm": "the final norm's output",
     "logits": "logits over the vocabulary",
 }
@@ -329,18 +334,32 @@ class GemmaMagics(Magics):
 
 
 def _hook_listing(names: list[str]) -> str:
-    """Hook points grouped: the per-block ones once with the layer range, each explained."""
-    layers = sorted({int(n.split(".")[1]) for n in names if n.startswith("blocks.")})
-    per_block = [n.split(".", 2)[2] for n in names if n.startswith(f"blocks.{layers[0]}.")
-                 ] if layers else []
-    span = f"{layers[0]}..{layers[-1]}" if layers else ""
+    """Hook points grouped: each per-block point once with the layers that have it (Gemma 4's
+    KV-shared layers have no attn.k / attn.v of their own), each explained."""
+    by_point: dict[str, list[int]] = {}
+    for name in names:
+        if name.startswith("blocks."):
+            _, layer, point = name.split(".", 2)
+            by_point.setdefault(point, []).append(int(layer))
+    layers = sorted({layer for held in by_point.values() for layer in held})
     rows = [f"  {'embed':<32} {_POINTS['embed']}"]
-    rows += [f"  {'blocks.{' + span + '}.' + point:<32} {_POINTS.get(point, '')}"
-             for point in per_block]
+    rows += [f"  {'blocks.{' + _layer_span(held) + '}.' + point:<32} {_POINTS.get(point, '')}"
+             for point, held in by_point.items()]
     rows += [f"  {name:<32} {_POINTS[name]}" for name in ("final_norm", "logits")]
     return (f"{len(names)} hook points ({len(layers)} blocks); values are [batch, position, "
             "...]:\n" + "\n".join(rows) + "\nUse them with lab.hooks({name: fn}), "
             "lab.run_with_cache(text, names=[...]) or gemma_lab.interventions.")
+
+
+def _layer_span(layers: list[int]) -> str:
+    """Layers as runs: [0, 1, 2, 5] -> "0..2,5"."""
+    runs: list[list[int]] = []
+    for layer in sorted(layers):
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ",".join(f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
 
 
 __all__ = ["GemmaMagics", "NotAvailableError"]

@@ -24,13 +24,14 @@ def _architecture(backbone: Any) -> str:
 
 
 def export_gguf(causal_lm: Any, path: str | Path, quantization: str = "F32",
-                name: str = "gemma_lab export") -> Path:
+                name: str = "gemma_lab export", chat_template: str | None = None) -> Path:
     """Write `causal_lm` (keras-hub GemmaCausalLM, Gemma3CausalLM or Gemma4CausalLM) as a GGUF
     file.
 
     `quantization`: "F32", or "Q8_0" for the matrices (norms stay F32), which exercises the
     same dequantisation path as llama.cpp's quantised files (Gemma 4 also takes "F16"; see
-    `gguf_gemma4.export_gemma4`).
+    `gguf_gemma4.export_gemma4`). `chat_template`: Jinja source to store as the file's
+    `tokenizer.chat_template` (what `chat` then uses when the file is loaded).
 
     Example:
         >>> import tempfile, os
@@ -45,7 +46,7 @@ def export_gguf(causal_lm: Any, path: str | Path, quantization: str = "F32",
     if type(backbone).__name__ == "Gemma4Backbone":
         from gemma_lab.models.gguf_gemma4 import export_gemma4
 
-        return export_gemma4(causal_lm, path, quantization, name)
+        return export_gemma4(causal_lm, path, quantization, name, chat_template)
     arch = _architecture(backbone)
     path = Path(path)
     writer = gguf.GGUFWriter(str(path), arch)
@@ -66,7 +67,8 @@ def export_gguf(causal_lm: Any, path: str | Path, quantization: str = "F32",
         writer.add_attn_logit_softcapping(backbone.attention_logit_soft_cap)
         writer.add_final_logit_softcapping(backbone.final_logit_soft_cap)
     tokenizer = causal_lm.preprocessor.tokenizer
-    write_vocabulary(writer, tokenizer.proto, specials=special_ids(tokenizer))
+    write_vocabulary(writer, tokenizer.proto, specials=special_ids(tokenizer),
+                     chat_template=chat_template)
 
     for tensor_name, variable, layout in weight_rules(backbone):
         array = np.ascontiguousarray(layout.to_gguf(to_numpy(variable.value).astype(np.float32)))

@@ -414,7 +414,7 @@ def write_metadata(writer: Any, causal_lm: Any) -> None:
 
 
 def export_gemma4(causal_lm: Any, path: str | Path, quantization: str = "F32",
-                  name: str = "gemma_lab export") -> Path:
+                  name: str = "gemma_lab export", chat_template: str | None = None) -> Path:
     """Write a keras-hub `Gemma4CausalLM` (text) as a GGUF file of architecture "gemma4".
 
     `quantization`: "F32", "F16", or "Q8_0" (2-D matrices whose rows are a multiple of 32;
@@ -441,7 +441,8 @@ def export_gemma4(causal_lm: Any, path: str | Path, quantization: str = "F32",
     writer.add_name(name)
     write_metadata(writer, causal_lm)
     tokenizer = causal_lm.preprocessor.tokenizer
-    write_vocabulary(writer, tokenizer.proto, model="gemma4", specials=special_ids(tokenizer))
+    write_vocabulary(writer, tokenizer.proto, model="gemma4", specials=special_ids(tokenizer),
+                     chat_template=chat_template)
     name_map = _name_map(backbone.num_layers)
     for hf_name, array in hf_weights(backbone):
         array = np.ascontiguousarray(array)

@@ -116,11 +116,13 @@ def _proto_vocabulary(proto: bytes) -> tuple[list[str], list[float], list[int], 
 
 
 def write_vocabulary(writer: Any, proto: bytes, model: str = "llama",
-                     specials: dict[str, int] | None = None) -> None:
+                     specials: dict[str, int] | None = None,
+                     chat_template: str | None = None) -> None:
     """Write a SentencePiece `proto` as llama.cpp's tokenizer keys (`tokenizer.ggml.*`);
     `model` is the tokenizer type: "llama" (Gemma 1-3) or "gemma4". `specials` ("bos",
     "eos", "pad") override the proto's own ids, which a proto keras-hub rebuilt from a
-    tokenizer.json leaves at SentencePiece's defaults (0 / 1 / 2: pad, eos, bos swapped)."""
+    tokenizer.json leaves at SentencePiece's defaults (0 / 1 / 2: pad, eos, bos swapped).
+    `chat_template`: Jinja source written as `tokenizer.chat_template`."""
     tokens, scores, types, ids = _proto_vocabulary(proto)
     ids.update({k: int(v) for k, v in (specials or {}).items() if v is not None and v >= 0})
     writer.add_tokenizer_model(model)
@@ -133,6 +135,8 @@ def write_vocabulary(writer: Any, proto: bytes, model: str = "llama",
     writer.add_pad_token_id(ids["pad"])
     writer.add_add_bos_token(True)
     writer.add_add_space_prefix(False)
+    if chat_template:
+        writer.add_chat_template(chat_template)
 
 
 def special_ids(keras_hub_tokenizer: Any) -> dict[str, int]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from gemma_lab._progress import progress_counter
 from gemma_lab.backend import import_keras
+from gemma_lab.chat_template import CheckpointTemplate, from_gguf, from_hf_folder
 from gemma_lab.errors import InputError, ModelLoadError
 from gemma_lab.models import hf_folder
 from gemma_lab.models.cache import entry_path, read_marker, write_entry
@@ -41,6 +42,7 @@ class LoadedModel:
     weights_sha256: str | None
     dtype: str
     distribution: Any = None  # the Keras distribution the model was built under, if any
+    chat_template: CheckpointTemplate | None = None  # the checkpoint's own, if it has one
 
 
 def _check_dtype(dtype: str) -> str:
@@ -185,7 +187,8 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
         preset = _converted_preset(None, sha, progress)
         bar.update(1)
         causal_lm = _from_cache_entry(preset, dtype, distribution)
-        return LoadedModel(causal_lm, DEFAULT_MODEL_ID, "default", sha, dtype, distribution)
+        return LoadedModel(causal_lm, DEFAULT_MODEL_ID, "default", sha, dtype, distribution,
+                           from_gguf(default_gguf_path()))
 
     text = os.fspath(spec)
     path = Path(text).expanduser()
@@ -196,7 +199,7 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
         preset = _converted_preset(path, sha, progress)
         bar.update(1)
         return LoadedModel(_from_cache_entry(preset, dtype, distribution), path.name,
-                           str(path), sha, dtype, distribution)
+                           str(path), sha, dtype, distribution, from_gguf(path))
 
     if path.is_dir():
         if not _looks_like_preset_dir(path):
@@ -206,13 +209,14 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
                 "pass a .gguf file."
             )
         config = hf_folder.read_config(path)
-        folder, task = path, hf_folder.task_class(config)
+        folder, task, template = path, hf_folder.task_class(config), None
         if hf_folder.is_hf_config(config):  # a Hugging Face checkpoint: keras-hub converts it
             hf_folder.check(config, path)
             folder = hf_folder.keras_hub_folder(path, config)
+            template = from_hf_folder(path)
         bar.update(1)
         return LoadedModel(_from_preset(str(folder), dtype, distribution, task), path.name,
-                           str(path), None, dtype, distribution)
+                           str(path), None, dtype, distribution, template)
 
     if text.startswith(REMOTE_PREFIXES) or _is_known_preset_name(text):
         bar.update(1)
