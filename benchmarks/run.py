@@ -102,7 +102,8 @@ def _decode_rates(lab, tokens: int, repeats: int) -> dict:
         "stream": _best(
             lambda: sum(1 for _ in lab.stream(PROMPT, max_new_tokens=tokens)), repeats),
         "sampled": _best(lambda: len(lab.generate(
-            PROMPT, max_new_tokens=tokens, temperature=0.8, seed=1).steps), 1),
+            PROMPT, max_new_tokens=tokens, temperature=0.8, top_p=0.95, seed=1).steps),
+            repeats),
         "keras_hub": _keras_hub_generate(lab, tokens, repeats),
         "score_logprobs": [float(x) for x in score.logprobs],
         "score_top1": [int(s.top_k_ids[0]) for s in score.steps],
@@ -233,8 +234,8 @@ def table(rows: list[dict], tokens: int) -> str:
     lines = [
         f"Greedy, prompt {PROMPT!r}, {tokens} new tokens; tok/s = best of the repeats. "
         "generate/stream: gemma_lab (per-token top-k, entropy, logprob); keras-hub: its own "
-        "`generate` on the same model; sampled: temperature 0.8 (host sampler, one call per "
-        "step).",
+        "`generate` on the same model; sampled: temperature 0.8, top-p 0.95, in the compiled "
+        "decode loop.",
         "",
         "| engine | backend | dtype | generate tok/s | stream tok/s | sampled tok/s "
         "| keras-hub tok/s | stream ÷ keras-hub | stream ÷ llama.cpp | stream ÷ transformers "

@@ -13,16 +13,19 @@ the time of the same step inside keras-hub's compiled `generate` loop; a loop of
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab import sampling_ops
 from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.forward import NO_HOOKS, ForwardPass, HookSet, compiled_pass
 
 if TYPE_CHECKING:
     from gemma_lab.runtime import ModelRuntime
+    from gemma_lab.sampling import SamplerConfig
 
 MIN_BUCKET = 32
 MAX_CHUNK = 64  # most greedy steps one compiled call runs ahead
@@ -83,7 +86,9 @@ class CompiledModel:
         self._prefill = compiled_pass(run, self._prefill_fn)
         self._step = compiled_pass(run, self._step_fn, donate=(1,))
         self._forward = compiled_pass(run, self._forward_fn)
-        self._greedy = compiled_pass(run, self._greedy_fn, donate=(1,))
+        self._loops = {mode: compiled_pass(run, functools.partial(self._loop_fn, mode),
+                                           donate=(1,))
+                       for mode in ("greedy", "sample", "filtered")}  # compiled on first use
         self._ahead: dict[tuple[int, int], dict[str, Any]] = {}
         self._chunks = 0
         self._last_index = -1
@@ -101,9 +106,11 @@ class CompiledModel:
         top_ids, top_logprobs, entropy, log_norm = _stats(ops, row, self.top_k)
         return row, top_ids, top_logprobs, entropy, log_norm, cache
 
-    def _greedy_fn(self, run: ForwardPass, token_id: Any, cache: Any, index: Any, count: Any,
-                   stop_ids: Any) -> tuple[Any, ...]:
-        """Up to `count` (≤ MAX_CHUNK) greedy steps in one loop, ending after a stop id."""
+    def _loop_fn(self, mode: str, run: ForwardPass, token_id: Any, cache: Any, index: Any,
+                 count: Any, stop_ids: Any, floats: Any, ints: Any) -> tuple[Any, ...]:
+        """Up to `count` (≤ MAX_CHUNK) decode steps in one loop, ending after a stop id.
+        `mode`: "greedy" (argmax), "sample" (temperature) or "filtered" (with top-k / top-p),
+        the sampler's values in `floats` / `ints` (`sampling_ops.params`)."""
         ops = self.keras.ops
         k = self.top_k
         count = ops.convert_to_tensor(count, "int32")
@@ -113,11 +120,17 @@ class CompiledModel:
         def cond(i, token, cache, done, *buffers):
             return ops.logical_and(i < count, ops.logical_not(done))
 
-        def body(i, token, cache, done, tokens, top_ids, top_logprobs, entropy, logprob):
+        def body(i, token, cache, done, tokens, top_ids, top_logprobs, entropy, logprob, rank):
             logits, cache = run.step(token, cache, index + i)
             row = ops.cast(logits[0, -1], "float32")
             ids, lps, ent, log_norm = _stats(ops, row, k)
-            chosen = ops.cast(ops.argmax(row), "int32")
+            if mode == "greedy":
+                chosen = ops.cast(ops.argmax(row), "int32")
+                chosen_rank = ops.convert_to_tensor(1, "int32")
+            else:  # the draw is keyed by the position it fills: chunking never changes it
+                chosen = sampling_ops.choose(ops, row, floats, ints, index + i + 1,
+                                             filtered=mode == "filtered")
+                chosen_rank = ops.sum(ops.cast(row > ops.take(row, chosen), "int32")) + 1
             at = ops.expand_dims(i, 0)
             tokens = ops.slice_update(tokens, at, ops.reshape(chosen, (1,)))
             top_ids = ops.slice_update(
@@ -126,20 +139,22 @@ class CompiledModel:
                                             ops.reshape(lps, (1, k)))
             entropy = ops.slice_update(entropy, at, ops.reshape(ent, (1,)))
             logprob = ops.slice_update(
-                logprob, at, ops.reshape(ops.max(row) - log_norm, (1,)))
+                logprob, at, ops.reshape(ops.take(row, chosen) - log_norm, (1,)))
+            rank = ops.slice_update(rank, at, ops.reshape(chosen_rank, (1,)))
             done = ops.any(ops.equal(stop_ids, chosen))
             return (i + 1, ops.reshape(chosen, (1, 1)), cache, done, tokens, top_ids,
-                    top_logprobs, entropy, logprob)
+                    top_logprobs, entropy, logprob, rank)
 
         start = (
             ops.convert_to_tensor(0, "int32"), token_id, cache,
             ops.convert_to_tensor(False), ops.zeros((MAX_CHUNK,), "int32"),
             ops.zeros((MAX_CHUNK, k), "int32"), ops.zeros((MAX_CHUNK, k), "float32"),
             ops.zeros((MAX_CHUNK,), "float32"), ops.zeros((MAX_CHUNK,), "float32"),
+            ops.zeros((MAX_CHUNK,), "int32"),
         )
-        i, _, cache, _, tokens, top_ids, top_logprobs, entropy, logprob = ops.while_loop(
+        i, _, cache, _, tokens, top_ids, top_logprobs, entropy, logprob, rank = ops.while_loop(
             cond, body, start, maximum_iterations=MAX_CHUNK)
-        return i, tokens, top_ids, top_logprobs, entropy, logprob, cache
+        return i, tokens, top_ids, top_logprobs, entropy, logprob, rank, cache
 
     def _forward_fn(self, run: ForwardPass, token_ids: Any, padding_mask: Any
                     ) -> tuple[Any, ...]:
@@ -159,17 +174,19 @@ class CompiledModel:
         return self._prefill(*padded(prompt_ids, total_length, pad_id))
 
     def step(self, token_id: int, cache: Any, index: int, ahead: int = 0,
-             stop_ids: tuple[int, ...] = ()) -> tuple[dict[str, Any], Any]:
+             stop_ids: tuple[int, ...] = (), sampler: SamplerConfig | None = None
+             ) -> tuple[dict[str, Any], Any]:
         """Run token `token_id` at position `index`; return next-token statistics and cache.
 
-        `ahead=0` returns the full logits row (for a host sampler). `ahead=n` decodes greedily:
-        the statistics carry the chosen "token", its "logprob" and "rank", and up to n steps
-        run in one compiled call, served from a buffer by the next calls (`stop_ids` end the
-        run early). The cache returned may already hold the positions decoded ahead; a later
-        step overwrites a position before attending to it, so any continuation stays exact.
+        `ahead=0` returns the full logits row. `ahead=n` decodes in the compiled loop, greedily
+        or with `sampler` (its seed resolved: `SamplerConfig.seed` not None): the statistics
+        carry the chosen "token", its "logprob" and "rank", and up to n steps run in one
+        compiled call, served from a buffer by the next calls (`stop_ids` end the run early).
+        The cache returned may already hold the positions decoded ahead; a later step
+        overwrites a position before attending to it, so any continuation stays exact.
         """
         if ahead > 0:
-            return self._greedy_step(token_id, cache, index, ahead, stop_ids)
+            return self._loop_step(token_id, cache, index, ahead, stop_ids, sampler)
         row, top_ids, top_logprobs, entropy, log_norm, cache = self._step(
             np.array([[token_id]], dtype="int32"), cache, np.array(index, dtype="int32")
         )
@@ -185,8 +202,9 @@ class CompiledModel:
         }
         return stats, cache
 
-    def _greedy_step(self, token_id: int, cache: Any, index: int, ahead: int,
-                     stop_ids: tuple[int, ...]) -> tuple[dict[str, Any], Any]:
+    def _loop_step(self, token_id: int, cache: Any, index: int, ahead: int,
+                   stop_ids: tuple[int, ...], sampler: SamplerConfig | None
+                   ) -> tuple[dict[str, Any], Any]:
         # Steps decoded ahead belong to the cache they were decoded into: another stream on
         # this model (its own cache) never reads them.
         if cache is self._ahead_cache:
@@ -202,12 +220,13 @@ class CompiledModel:
         self._chunks += 1
         stops = np.full((4,), -1, dtype="int32")
         stops[: min(len(stop_ids), 4)] = list(stop_ids)[:4]
-        n, tokens, top_ids, top_logprobs, entropy, logprob, cache = self._greedy(
+        mode, floats, ints = _mode(sampler)
+        n, tokens, top_ids, top_logprobs, entropy, logprob, rank, cache = self._loops[mode](
             np.array([[token_id]], dtype="int32"), cache, np.array(index, dtype="int32"),
-            np.array(count, dtype="int32"), stops,
+            np.array(count, dtype="int32"), stops, floats, ints,
         )
-        n, tokens, top_ids, top_logprobs, entropy, logprob = to_numpy(
-            (n, tokens, top_ids, top_logprobs, entropy, logprob))
+        n, tokens, top_ids, top_logprobs, entropy, logprob, rank = to_numpy(
+            (n, tokens, top_ids, top_logprobs, entropy, logprob, rank))
         previous = int(token_id)
         for i in range(int(n)):
             self._ahead[(index + i, previous)] = {
@@ -216,7 +235,7 @@ class CompiledModel:
                 "top_logprobs": top_logprobs[i],
                 "entropy": float(entropy[i]),
                 "logprob": float(logprob[i]),
-                "rank": 1,
+                "rank": int(rank[i]),
             }
             previous = int(tokens[i])
         self._last_index = index + int(n)
@@ -237,6 +256,18 @@ class CompiledModel:
             "top_logprobs": top_logprobs[keep],
             "entropy": entropy[keep],
         }
+
+
+def _mode(sampler: SamplerConfig | None) -> tuple[str, np.ndarray, np.ndarray]:
+    """The compiled loop for `sampler` and its parameter arrays."""
+    if sampler is None or sampler.greedy:
+        return "greedy", *sampling_ops.params(0.0, None, None, 0)
+    if sampler.seed is None:
+        raise ValueError("Internal: the sampler's seed must be resolved before decoding.")
+    filtered = sampler.top_k is not None or (sampler.top_p is not None and sampler.top_p < 1)
+    return ("filtered" if filtered else "sample",
+            *sampling_ops.params(sampler.temperature, sampler.top_k, sampler.top_p,
+                                 sampler.seed))
 
 
 def decoder(runtime: ModelRuntime, hooks: HookSet = NO_HOOKS) -> CompiledModel:

@@ -13,7 +13,7 @@ from gemma_lab import render
 from gemma_lab.decoding import bucket_length, decoder
 from gemma_lab.defaults import MAX_NEW_TOKENS_LIMIT
 from gemma_lab.errors import InputError
-from gemma_lab.sampling import Sampler, SamplerConfig
+from gemma_lab.sampling import SamplerConfig, resolved
 from gemma_lab.schema import MAX_TOKENS
 from gemma_lab.token_stats import PerTokenViews, TokenStats
 from gemma_lab.tokenizer import IncrementalDecoder
@@ -160,7 +160,7 @@ class GenerationStream:
         model = self._model
         prompt_ids = self.prompt_ids
         total = bucket_length(len(prompt_ids) + self.max_new_tokens, runtime.context_length)
-        sampler = Sampler(self.sampler)
+        sampler = resolved(self.sampler)  # a drawn seed when none was given: reproducible
         decoder = IncrementalDecoder(tokenizer)
         steps: list[TokenStats] = []
         text = ""
@@ -171,7 +171,6 @@ class GenerationStream:
         cache = model.prefill(prompt_ids, total, tokenizer.pad_id)
         prefill_done = time.perf_counter()
         token, index = prompt_ids[-1], len(prompt_ids) - 1
-        greedy = self.sampler.greedy
         stop_ids = tuple(sorted(tokenizer.stop_ids))
         try:
             for _ in range(self.max_new_tokens):
@@ -179,16 +178,10 @@ class GenerationStream:
                     finish = "stopped"
                     break
                 runtime.ensure_idle("generate")  # ... or while it runs
-                if greedy:  # compiled greedy steps, several per call (decoding.MAX_CHUNK)
-                    stats, cache = model.step(token, cache, index,
-                                              self.max_new_tokens - len(steps), stop_ids)
-                    token = stats["token"]
-                else:
-                    stats, cache = model.step(token, cache, index)
-                    token = sampler.choose(stats["logits"])
-                    logits = stats["logits"]
-                    stats["logprob"] = float(logits[token] - stats["log_norm"])
-                    stats["rank"] = int(np.sum(logits > logits[token])) + 1
+                # compiled steps, greedy or sampled, several per call (decoding.MAX_CHUNK)
+                stats, cache = model.step(token, cache, index, self.max_new_tokens - len(steps),
+                                          stop_ids, sampler)
+                token = stats["token"]
                 if token in tokenizer.stop_ids:
                     finish = "eos"
                     break
@@ -235,7 +228,7 @@ class GenerationStream:
                     "total_s": ended - started,
                     "tokens_per_s": len(steps) / decode_s if decode_s > 0 else 0.0,
                 },
-                metadata=runtime.metadata(sampler=self.sampler),
+                metadata=runtime.metadata(sampler=sampler),
                 prompt_tokens=tuple(_texts(tokenizer, prompt_ids)),
             )
 

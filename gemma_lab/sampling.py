@@ -1,8 +1,10 @@
-"""Choosing the next token from logits: greedy, temperature, top-k and top-p, seeded."""
+"""How the next token is chosen: greedy, temperature, top-k and top-p, seeded (the draw
+itself runs in the compiled decode loop: `gemma_lab.sampling_ops`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import secrets
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -51,32 +53,17 @@ class SamplerConfig:
         return {"name": name, **asdict(self)}
 
 
-class Sampler:
-    """Stateful sampler: one RNG per generation, seeded from the config.
+def resolved(config: SamplerConfig) -> SamplerConfig:
+    """`config` with a seed: its own, or a freshly drawn one for a sampled config without
+    one (recorded in the result's metadata, so any sampled run can be repeated). The
+    compiled decode loop draws tokens from it (`gemma_lab.sampling_ops`).
 
     Example:
-        >>> sampler = Sampler(SamplerConfig(temperature=1.0, seed=0))
-        >>> sampler.choose(np.array([0.0, 10.0, 0.0]))
-        1
+        >>> resolved(SamplerConfig(temperature=1.0)).seed is not None
+        True
+        >>> resolved(SamplerConfig()).seed is None  # greedy needs none
+        True
     """
-
-    def __init__(self, config: SamplerConfig):
-        self.config = config
-        self._rng = np.random.default_rng(config.seed)
-
-    def choose(self, logits: np.ndarray) -> int:
-        if self.config.greedy:
-            return int(np.argmax(logits))
-        scaled = logits.astype(np.float64) / self.config.temperature
-        candidates = np.arange(scaled.shape[-1])
-        if self.config.top_k is not None and self.config.top_k < scaled.shape[-1]:
-            candidates = np.argpartition(-scaled, self.config.top_k - 1)[: self.config.top_k]
-        scores = scaled[candidates]
-        probs = np.exp(scores - scores.max())
-        probs /= probs.sum()
-        if self.config.top_p is not None and self.config.top_p < 1:
-            order = np.argsort(-probs)
-            cumulative = np.cumsum(probs[order])
-            keep = order[: int(np.searchsorted(cumulative, self.config.top_p)) + 1]
-            candidates, probs = candidates[keep], probs[keep] / probs[keep].sum()
-        return int(candidates[self._rng.choice(len(candidates), p=probs)])
+    if config.greedy or config.seed is not None:
+        return config
+    return replace(config, seed=secrets.randbelow(1 << 31))
