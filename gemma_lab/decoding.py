@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 MIN_BUCKET = 32
 MAX_CHUNK = 64  # most greedy steps one compiled call runs ahead
+BATCH_TOKENS = 1024  # padded tokens one batched scoring call holds logits for (1 GB at 262k)
 
 
 def bucket_length(n: int, limit: int | None = None) -> int:
@@ -158,14 +159,15 @@ class CompiledModel:
 
     def _forward_fn(self, run: ForwardPass, token_ids: Any, padding_mask: Any
                     ) -> tuple[Any, ...]:
+        """Teacher-forced statistics of a right-padded batch [rows, length]: position t of
+        each row predicts its token t + 1."""
         ops = self.keras.ops
-        logits = ops.cast(run.unembed(run.sequence(token_ids, padding_mask))[0], "float32")
-        # Position t predicts token t + 1.
-        targets = ops.concatenate([token_ids[0, 1:], token_ids[0, :1]], axis=0)
+        logits = ops.cast(run.unembed(run.sequence(token_ids, padding_mask)), "float32")
+        targets = ops.concatenate([token_ids[:, 1:], token_ids[:, :1]], axis=1)
         target_logits = ops.take_along_axis(logits, ops.expand_dims(targets, -1), axis=-1)
         rank = ops.sum(ops.cast(logits > target_logits, "int32"), axis=-1) + 1
         top_ids, top_logprobs, entropy, log_norm = _stats(ops, logits, self.top_k)
-        logprob = target_logits[:, 0] - log_norm
+        logprob = target_logits[..., 0] - log_norm
         return logprob, rank, top_ids, top_logprobs, entropy
 
     # --- host API --------------------------------------------------------------------------
@@ -244,18 +246,42 @@ class CompiledModel:
 
     def score(self, token_ids: np.ndarray, limit: int | None = None) -> dict[str, np.ndarray]:
         """Teacher-forced statistics of each token after the first, given its prefix."""
-        n = len(token_ids)
-        length = bucket_length(n, limit)
-        logprob, rank, top_ids, top_logprobs, entropy = to_numpy(
-            self._forward(*padded(token_ids, length)))
-        keep = slice(0, n - 1)
-        return {
-            "logprob": logprob[keep],
-            "rank": rank[keep],
-            "top_ids": top_ids[keep],
-            "top_logprobs": top_logprobs[keep],
-            "entropy": entropy[keep],
-        }
+        return self.score_batch([token_ids], limit)[0]
+
+    def score_batch(self, rows: list[np.ndarray], limit: int | None = None
+                    ) -> list[dict[str, np.ndarray]]:
+        """`score` of several id sequences, right-padded into batches of at most
+        `BATCH_TOKENS` padded tokens (a longer sequence goes alone): each call's logits
+        are rows × length × vocabulary floats. Row and length counts are bucketed to powers
+        of two, so batches of similar texts share one compilation."""
+        results: list[dict[str, np.ndarray]] = [{} for _ in rows]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        while order:
+            length = bucket_length(len(rows[order[0]]), limit)
+            group = []
+            for i in order:
+                wider = bucket_length(len(rows[i]), limit)
+                if group and _rows(len(group) + 1) * wider > max(BATCH_TOKENS, wider):
+                    break
+                group.append(i)
+                length = wider
+            order = order[len(group):]
+            padded_rows = _rows(len(group))
+            token_ids = np.zeros((padded_rows, length), dtype="int32")
+            mask = np.zeros((padded_rows, length), dtype="int32")
+            for row, i in enumerate(group):
+                token_ids[row, :len(rows[i])], mask[row, :len(rows[i])] = rows[i], 1
+            stats = to_numpy(self._forward(token_ids, mask))
+            for row, i in enumerate(group):
+                keep = slice(0, len(rows[i]) - 1)
+                results[i] = dict(zip(("logprob", "rank", "top_ids", "top_logprobs", "entropy"),
+                                      (values[row, keep] for values in stats), strict=True))
+        return results
+
+
+def _rows(n: int) -> int:
+    """A batch's row count rounded up to a power of two (padding rows are all padding)."""
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def _mode(sampler: SamplerConfig | None) -> tuple[str, np.ndarray, np.ndarray]:

@@ -81,19 +81,46 @@ def score_text(runtime: ModelRuntime, text: str, ids: Sequence[int] | None = Non
     """Teacher-force `text` (after <bos>) through the model (hooks in force apply); see
     `GemmaLab.score`. `ids` (with `<bos>`), when given, are scored as they are (a chat
     transcript's exact ids, `speakers` labelling each)."""
-    if not isinstance(text, str) or not text:
-        raise InputError("score() needs a non-empty string to score.")
+    return score_texts(runtime, [(text, ids, speakers)])[0]
+
+
+def score_texts(runtime: ModelRuntime,
+                items: Sequence[tuple[str, Sequence[int] | None, Sequence[str]]]
+                ) -> list[Score]:
+    """`score_text` of several (text, ids, speakers), batched (`CompiledModel.score_batch`:
+    each row's statistics are its own; padding never reaches them).
+
+    Example:
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> scores = score_texts(tiny_runtime(), [("hello", None, ()), ("a b c", None, ())])
+        >>> [len(s.steps) for s in scores] == [len(tiny_runtime().tokenizer.encode(t))
+        ...                                    for t in ("hello", "a b c")]
+        True
+    """
     tokenizer = runtime.tokenizer
-    ids = list(ids) if ids is not None else tokenizer.encode(text, add_bos=True)
-    if speakers and len(speakers) != len(ids):
-        raise InputError(f"{len(speakers)} speakers for {len(ids)} token ids: give one per id.")
-    if len(ids) > runtime.context_length:
-        raise InputError(
-            f"The text has {len(ids)} tokens, more than the model's context of "
-            f"{runtime.context_length}. Score a shorter text."
-        )
+    rows = []
+    for index, (text, ids, speakers) in enumerate(items):
+        where = f" (text {index})" if len(items) > 1 else ""
+        if not isinstance(text, str) or not text:
+            raise InputError(f"score() needs a non-empty string to score{where}.")
+        ids = list(ids) if ids is not None else tokenizer.encode(text, add_bos=True)
+        if speakers and len(speakers) != len(ids):
+            raise InputError(f"{len(speakers)} speakers for {len(ids)} token ids{where}: give "
+                             "one per id.")
+        if len(ids) > runtime.context_length:
+            raise InputError(
+                f"The text{where} has {len(ids)} tokens, more than the model's context of "
+                f"{runtime.context_length}. Score a shorter text.")
+        rows.append(np.asarray(ids, dtype="int32"))
     model = decoder(runtime, runtime.active_hooks)
-    stats = model.score(np.asarray(ids, dtype="int32"), runtime.context_length)
+    batches = model.score_batch(rows, runtime.context_length)
+    return [_score(runtime, text, row.tolist(), stats, speakers)
+            for (text, _, speakers), row, stats in zip(items, rows, batches, strict=True)]
+
+
+def _score(runtime: ModelRuntime, text: str, ids: list[int], stats: dict[str, np.ndarray],
+           speakers: Sequence[str]) -> Score:
+    tokenizer = runtime.tokenizer
     text_decoder = IncrementalDecoder(tokenizer)
     steps = []
     for position, token_id in enumerate(ids[1:]):

@@ -35,7 +35,7 @@ from gemma_lab.model_info import ModelInfo, model_info
 from gemma_lab.models.loading import DTYPES, LoadedModel, load_model
 from gemma_lab.runtime import ModelRuntime
 from gemma_lab.sampling import SamplerConfig
-from gemma_lab.scoring import Score, score_text
+from gemma_lab.scoring import Score, score_text, score_texts
 from gemma_lab.tokenizer import Tokenizer
 from gemma_lab.transcript import Transcript, is_transcript, transcript
 
@@ -188,11 +188,13 @@ class GemmaLab:
         assert running.result is not None
         return running.result
 
-    def score(self, text: str | Sequence[Mapping[str, str]] | Transcript) -> Score:
+    def score(self, text: str | Sequence[Mapping[str, str]] | Transcript | Sequence[Any]
+              ) -> Score | list[Score]:
         """Teacher-forced probability, rank and top-k alternatives of every token of `text`,
         or of a chat transcript (a list of {"role", "content"} turns such as
         `lab.chat_history`, in the model's chat template; `speakers` says who speaks each
-        token).
+        token). A list of texts (or of transcripts) is scored in batches and gives a list
+        of `Score`s, each with its own statistics.
 
         Example:
             >>> from gemma_lab.testing import tiny_session
@@ -200,8 +202,14 @@ class GemmaLab:
             True
             >>> tiny_session().score([{"role": "user", "content": "hi"}]).speakers[-3]
             'user'
+            >>> [len(s.steps) > 0 for s in tiny_session().score(["hello", "the world"])]
+            [True, True]
         """
         self.runtime.ensure_idle("score text")
+        if _is_batch(text):
+            if not text:
+                raise InputError("score() got an empty list: give at least one text.")
+            return score_texts(self.runtime, [self._text_ids_speakers(t) for t in text])
         return score_text(self.runtime, *self._text_ids_speakers(text))
 
     def _text_ids_speakers(self, text: Any) -> tuple[str, tuple[int, ...] | None,
@@ -538,6 +546,12 @@ class GemmaLab:
 
 def _hook_set(hooks: Hooks) -> HookSet:
     return hooks if isinstance(hooks, HookSet) else HookSet.of(hooks)
+
+
+def _is_batch(value: Any) -> bool:
+    """A list (or tuple) of texts or of transcripts, not one transcript."""
+    return (isinstance(value, (list, tuple)) and not is_transcript(value)
+            and all(isinstance(item, (str, list, tuple, Transcript)) for item in value))
 
 
 def load(spec: str | os.PathLike[str] | None = None, dtype: str = "float32",
