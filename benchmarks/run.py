@@ -35,6 +35,22 @@ FINETUNE_DATA = [
 ]
 
 
+THREADS = 2  # every engine: this many CPU cores (affinity) and compute threads
+
+
+def _pin(threads: int = THREADS) -> str:
+    """Pin this worker to `threads` CPU cores and ask every runtime for that many compute
+    threads (XLA / TensorFlow size their pools from the affinity mask; torch, OpenMP and
+    llama.cpp take a count). Called first in every worker, so all engines run alike."""
+    cores = sorted(os.sched_getaffinity(0))[:threads]
+    os.sched_setaffinity(0, cores)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                 "TF_NUM_INTRAOP_THREADS"):
+        os.environ[name] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    return f"cores {','.join(map(str, cores))}, {threads} threads"
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -58,6 +74,10 @@ def worker_gemma_lab(backend: str, dtypes: list[str], tokens: int, repeats: int,
 
     gemma_lab.set_backend(backend)
     import_keras()
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(THREADS)
     import keras_hub  # noqa: F401  (load() imports it; timed here as part of the imports)
 
     imports_s = time.perf_counter() - started
@@ -104,6 +124,9 @@ def _decode_rates(lab, tokens: int, repeats: int) -> dict:
         "sampled": _best(lambda: len(lab.generate(
             PROMPT, max_new_tokens=tokens, temperature=0.8, top_p=0.95, seed=1).steps),
             repeats),
+        # 8 prompts in one batched decode (`lab.generate([...])`): tokens of all rows / s.
+        "batch8": _best(lambda: sum(len(g.steps) for g in lab.generate(
+            [PROMPT] * 8, max_new_tokens=tokens, progress=False)), repeats),
         "keras_hub": _keras_hub_generate(lab, tokens, repeats),
         "score_logprobs": [float(x) for x in score.logprobs],
         "score_top1": [int(s.top_k_ids[0]) for s in score.steps],
@@ -146,7 +169,7 @@ def worker_llama_cpp(tokens: int, repeats: int) -> list[dict]:
     from llama_cpp import Llama
 
     started = time.perf_counter()
-    llm = Llama(model_path=str(_gguf_path()), n_threads=2, n_ctx=512, verbose=False)
+    llm = Llama(model_path=str(_gguf_path()), n_threads=THREADS, n_ctx=512, verbose=False)
     loaded = time.perf_counter() - started
 
     def run() -> int:
@@ -154,7 +177,7 @@ def worker_llama_cpp(tokens: int, repeats: int) -> list[dict]:
         return out["usage"]["completion_tokens"]
 
     run()
-    return [{"engine": "llama.cpp", "backend": "cpu, 2 threads", "dtype": "Q4_K_M",
+    return [{"engine": "llama.cpp", "backend": f"cpu, {THREADS} threads", "dtype": "Q4_K_M",
              "load_s": loaded, "generate": _best(run, repeats), "peak_rss_mb": _peak_rss_mb()}]
 
 
@@ -162,7 +185,7 @@ def worker_transformers(tokens: int, repeats: int) -> list[dict]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     path = _gguf_path()
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(
@@ -177,7 +200,7 @@ def worker_transformers(tokens: int, repeats: int) -> list[dict]:
         return tokens
 
     run()
-    return [{"engine": "transformers", "backend": "torch, 2 threads", "dtype": "float32",
+    return [{"engine": "transformers", "backend": f"torch, {THREADS} threads", "dtype": "float32",
              "load_s": loaded, "generate": _best(run, repeats), "peak_rss_mb": _peak_rss_mb()}]
 
 
@@ -235,13 +258,15 @@ def table(rows: list[dict], tokens: int) -> str:
         f"Greedy, prompt {PROMPT!r}, {tokens} new tokens; tok/s = best of the repeats. "
         "generate/stream: gemma_lab (per-token top-k, entropy, logprob); keras-hub: its own "
         "`generate` on the same model; sampled: temperature 0.8, top-p 0.95, in the compiled "
-        "decode loop.",
+        "decode loop; batch-8: all tokens of 8 prompts decoded together per second. "
+        f"Every engine runs pinned to {THREADS} CPU cores with {THREADS} "
+        "compute threads (`_pin`: affinity + thread counts).",
         "",
         "| engine | backend | dtype | generate tok/s | stream tok/s | sampled tok/s "
         "| keras-hub tok/s | stream ÷ keras-hub | stream ÷ llama.cpp | stream ÷ transformers "
         "| stream ÷ best | imports s | load s | load → 1st token s | max Δ logprob vs f32 "
-        "| top-1 agree | peak RSS MB |",
-        "|" + "---|" * 17,
+        "| top-1 agree | peak RSS MB | batch-8 tok/s | batch-8 ÷ llama.cpp |",
+        "|" + "---|" * 19,
     ]
     for r in ours:
         ref = reference.get(r["backend"])
@@ -257,14 +282,15 @@ def table(rows: list[dict], tokens: int) -> str:
             f"| {_ratio(r['stream'], hf)} | {_ratio(r['stream'], best)} "
             f"| {_fmt(r.get('imports_s'))} | {_fmt(r['load_s'])} "
             f"| {_fmt(r['load_to_first_token_s'])} | {delta} | {agree} "
-            f"| {_fmt(r['peak_rss_mb'], 0)} |"
+            f"| {_fmt(r['peak_rss_mb'], 0)} | {_fmt(r.get('batch8'))} "
+            f"| {_ratio(r.get('batch8'), llama)} |"
         )
     for r in rows:
         if r["engine"] in ("llama.cpp", "transformers"):
             lines.append(
                 f"| {r['engine']} | {r['backend']} | {r['dtype']} | {_fmt(r['generate'])} "
                 f"| – | – | – | – | – | – | – | – | {_fmt(r['load_s'])} | – | – | – "
-                f"| {_fmt(r['peak_rss_mb'], 0)} |"
+                f"| {_fmt(r['peak_rss_mb'], 0)} | – | – |"
             )
     extras = [r for r in ours if "finetune_tokens_per_s" in r]
     cold = next((r for r in rows if r["engine"] == "cold"), None)
@@ -297,6 +323,7 @@ def main() -> None:
     dtypes = args.dtypes.split(",")
 
     if args.worker:
+        _pin()
         if args.worker == "llama.cpp":
             rows = worker_llama_cpp(args.tokens, args.repeats)
         elif args.worker == "transformers":

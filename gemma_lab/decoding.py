@@ -90,6 +90,9 @@ class CompiledModel:
         self._loops = {mode: compiled_pass(run, functools.partial(self._loop_fn, mode),
                                            donate=(1,))
                        for mode in ("greedy", "sample", "filtered")}  # compiled on first use
+        self._batch_loops = {mode: compiled_pass(run, functools.partial(self._batch_loop_fn,
+                                                                         mode), donate=(1,))
+                             for mode in ("greedy", "sample", "filtered")}
         self._ahead: dict[tuple[int, int], dict[str, Any]] = {}
         self._chunks = 0
         self._last_index = -1
@@ -156,6 +159,76 @@ class CompiledModel:
         i, _, cache, _, tokens, top_ids, top_logprobs, entropy, logprob, rank = ops.while_loop(
             cond, body, start, maximum_iterations=MAX_CHUNK)
         return i, tokens, top_ids, top_logprobs, entropy, logprob, rank, cache
+
+    def _batch_loop_fn(self, mode: str, run: ForwardPass, token_ids: Any, cache: Any,
+                       index: Any, count: Any, stop_ids: Any, floats: Any, ints: Any,
+                       prompts: Any, lengths: Any, limits: Any, made: Any, done: Any
+                       ) -> tuple[Any, ...]:
+        """Up to `count` decode steps of a batch [rows, 1] at position `index`, one shared
+        position for every row (keras-hub's own batched `generate` does the same): a row
+        whose prompt is longer than `index + 1` takes its next prompt token from `prompts`
+        [rows, total] instead of a chosen one. Row r generates after its prompt
+        (`lengths[r]` tokens) until it chooses a stop id or has made `limits[r]` tokens;
+        `made` / `done` carry that across calls. `ints` [rows, 2] gives each row its own
+        top-k and seed; the draw of a row is keyed by (its seed, the position it fills),
+        as in `_loop_fn`, so a row samples what a single-prompt run with its seed would."""
+        ops = self.keras.ops
+        k = self.top_k
+        rows = int(token_ids.shape[0])
+        count = ops.convert_to_tensor(count, "int32")
+        stop_ids = ops.convert_to_tensor(stop_ids, "int32")
+        index = ops.convert_to_tensor(index, "int32")
+
+        def cond(i, token, cache, made, done, *buffers):
+            return ops.logical_and(i < count, ops.logical_not(ops.all(done)))
+
+        def body(i, token, cache, made, done, tokens, generated, top_ids, top_logprobs,
+                 entropy, logprob, rank):
+            logits, cache = run.step(token, cache, index + i)
+            scores = ops.cast(logits[:, -1], "float32")  # [rows, vocabulary]
+            ids, lps, ent, log_norm = _stats(ops, scores, k)
+            position = index + i + 1  # the position the next token fills
+            if mode == "greedy":
+                chosen = ops.cast(ops.argmax(scores, axis=-1), "int32")
+            else:
+                chosen = ops.stack([sampling_ops.choose(ops, scores[r], floats, ints[r],
+                                                        position, filtered=mode == "filtered")
+                                    for r in range(rows)])
+            in_prompt = position < lengths
+            chosen = ops.where(in_prompt, ops.take(prompts, position, axis=1), chosen)
+            making = ops.logical_and(ops.logical_not(in_prompt), ops.logical_not(done))
+            chosen_logit = ops.take_along_axis(scores, ops.expand_dims(chosen, -1), axis=-1)
+            made = made + ops.cast(making, "int32")
+            stopped = ops.any(ops.equal(ops.expand_dims(chosen, -1),
+                                        ops.expand_dims(stop_ids, 0)), axis=-1)
+            done = ops.logical_or(done, ops.logical_and(
+                making, ops.logical_or(stopped, made >= limits)))
+            at = ops.stack([i, 0])
+            tokens = ops.slice_update(tokens, at, ops.reshape(chosen, (1, rows)))
+            generated = ops.slice_update(generated, at, ops.reshape(making, (1, rows)))
+            top_ids = ops.slice_update(top_ids, ops.stack([i, 0, 0]),
+                                       ops.reshape(ops.cast(ids, "int32"), (1, rows, k)))
+            top_logprobs = ops.slice_update(top_logprobs, ops.stack([i, 0, 0]),
+                                            ops.reshape(lps, (1, rows, k)))
+            entropy = ops.slice_update(entropy, at, ops.reshape(ent, (1, rows)))
+            logprob = ops.slice_update(logprob, at, ops.reshape(chosen_logit[:, 0] - log_norm,
+                                                                (1, rows)))
+            rank = ops.slice_update(rank, at, ops.reshape(
+                ops.sum(ops.cast(scores > chosen_logit, "int32"), axis=-1) + 1, (1, rows)))
+            return (i + 1, ops.expand_dims(chosen, -1), cache, made, done, tokens, generated,
+                    top_ids, top_logprobs, entropy, logprob, rank)
+
+        start = (
+            ops.convert_to_tensor(0, "int32"), token_ids, cache,
+            ops.convert_to_tensor(made, "int32"), ops.convert_to_tensor(done, "bool"),
+            ops.zeros((MAX_CHUNK, rows), "int32"), ops.zeros((MAX_CHUNK, rows), "bool"),
+            ops.zeros((MAX_CHUNK, rows, k), "int32"), ops.zeros((MAX_CHUNK, rows, k), "float32"),
+            ops.zeros((MAX_CHUNK, rows), "float32"), ops.zeros((MAX_CHUNK, rows), "float32"),
+            ops.zeros((MAX_CHUNK, rows), "int32"),
+        )
+        out = ops.while_loop(cond, body, start, maximum_iterations=MAX_CHUNK)
+        i, token, cache, made, done = out[:5]
+        return (i, token, made, done, *out[5:], cache)
 
     def _forward_fn(self, run: ForwardPass, token_ids: Any, padding_mask: Any
                     ) -> tuple[Any, ...]:
@@ -243,6 +316,61 @@ class CompiledModel:
         self._last_index = index + int(n)
         self._ahead_cache = cache if len(self._ahead) > 1 else None
         return self._ahead.pop((index, int(token_id))), cache
+
+    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int,
+                       samplers: list[SamplerConfig], stop_ids: tuple[int, ...], pad_id: int,
+                       limit: int, progress: Any = None) -> list[list[dict[str, Any]]]:
+        """Decode every prompt (ids with <bos>) at once: per prompt, the statistics of each
+        token it generated (the dicts `step(..., ahead=n)` returns), ending after a stop id
+        (included) or `max_new_tokens` tokens. `samplers[r]` (seeds resolved) decides row
+        r; the rows share one mode, so greedy and sampled rows are not mixed (the caller
+        groups them). Rows are padded to a power of two; `progress(n)` hears of every n tokens
+        made."""
+        modes = {_mode(sampler)[0] for sampler in samplers}
+        if len(modes) != 1:
+            raise ValueError("Internal: one batch decodes with one sampling mode.")
+        mode = modes.pop()
+        real = len(prompts)
+        rows = _rows(real)
+        lengths = np.array([len(p) for p in prompts] + [1] * (rows - real), dtype="int32")
+        total = bucket_length(int(lengths.max()) + max_new_tokens, limit)
+        buffer = np.full((rows, total), pad_id, dtype="int32")
+        mask = np.zeros((rows, total), dtype="int32")
+        for r, ids in enumerate(prompts):
+            buffer[r, :len(ids)], mask[r, :len(ids)] = ids, 1
+        buffer[real:, 0], mask[real:, 0] = buffer[0, 0], 1  # padding rows: <bos>, done
+        params = [_mode(sampler)[1:] for sampler in samplers]
+        floats = params[0][0]
+        ints = np.stack([p[1] for p in params] + [params[0][1]] * (rows - real))
+        stops = np.full((4,), -1, dtype="int32")
+        stops[: min(len(stop_ids), 4)] = list(stop_ids)[:4]
+        limits = np.array([max_new_tokens] * real + [0] * (rows - real), dtype="int32")
+        made = np.zeros((rows,), dtype="int32")
+        done = limits <= 0
+        cache = self._prefill(buffer, mask)
+        index = int(lengths[:real].min()) - 1
+        token = buffer[:, index:index + 1]
+        results: list[list[dict[str, Any]]] = [[] for _ in range(real)]
+        while not done.all() and index < total - 1:
+            count = min(MAX_CHUNK, total - 1 - index)
+            n, token, made, done, tokens, generated, top_ids, top_logprobs, entropy, logprob, \
+                rank, cache = self._batch_loops[mode](
+                    token, cache, np.array(index, dtype="int32"), np.array(count, "int32"),
+                    stops, floats, ints, buffer, lengths, limits, made, done)
+            n, token, made, done, tokens, generated, top_ids, top_logprobs, entropy, \
+                logprob, rank = to_numpy((n, token, made, done, tokens, generated, top_ids,
+                                          top_logprobs, entropy, logprob, rank))
+            for step in range(int(n)):
+                for r in np.flatnonzero(generated[step, :real]):
+                    results[r].append({
+                        "token": int(tokens[step, r]), "top_ids": top_ids[step, r],
+                        "top_logprobs": top_logprobs[step, r],
+                        "entropy": float(entropy[step, r]),
+                        "logprob": float(logprob[step, r]), "rank": int(rank[step, r])})
+            index += int(n)
+            if progress is not None:
+                progress(int(generated[:int(n), :real].sum()))
+        return results
 
     def score(self, token_ids: np.ndarray, limit: int | None = None) -> dict[str, np.ndarray]:
         """Teacher-forced statistics of each token after the first, given its prefix."""

@@ -112,13 +112,7 @@ class GenerationStream:
                  sampler: SamplerConfig, stop: list[str], prompt_ids: list[int] | None = None):
         if not isinstance(prompt, str):
             raise InputError(f"The prompt must be a string, got {type(prompt).__name__}.")
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or not (
-            1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT
-        ):
-            raise InputError(
-                f"max_new_tokens must be an integer in 1..{MAX_NEW_TOKENS_LIMIT}, "
-                f"got {max_new_tokens!r}."
-            )
+        _check_max_new_tokens(max_new_tokens)
         self._runtime = runtime
         # Hooks in force when the stream is made hold for all of it (e.g. a steering vector).
         self._model = decoder(runtime, runtime.active_hooks)
@@ -185,20 +179,7 @@ class GenerationStream:
                 if token in tokenizer.stop_ids:
                     finish = "eos"
                     break
-                step = TokenStats(
-                    token_id=token,
-                    text=decoder.push(token),
-                    piece=tokenizer.piece(token),
-                    logprob=stats["logprob"],
-                    rank=stats["rank"],
-                    entropy=stats["entropy"],
-                    top_k=tuple(
-                        (tokenizer.piece(i), float(np.exp(lp)))
-                        for i, lp in zip(stats["top_ids"].tolist(), stats["top_logprobs"].tolist(),
-                                         strict=True)
-                    ),
-                    top_k_ids=tuple(int(i) for i in stats["top_ids"].tolist()),
-                )
+                step = _token_stats(tokenizer, decoder, stats)
                 steps.append(step)
                 text += step.text
                 index += 1
@@ -231,6 +212,131 @@ class GenerationStream:
                 metadata=runtime.metadata(sampler=sampler),
                 prompt_tokens=tuple(_texts(tokenizer, prompt_ids)),
             )
+
+
+def _token_stats(tokenizer: Any, decoder: IncrementalDecoder, stats: Mapping[str, Any]
+                 ) -> TokenStats:
+    """The record of one decoded token from the compiled loop's statistics."""
+    token = stats["token"]
+    return TokenStats(
+        token_id=token,
+        text=decoder.push(token),
+        piece=tokenizer.piece(token),
+        logprob=stats["logprob"],
+        rank=stats["rank"],
+        entropy=stats["entropy"],
+        top_k=tuple((tokenizer.piece(i), float(np.exp(lp)))
+                    for i, lp in zip(stats["top_ids"].tolist(), stats["top_logprobs"].tolist(),
+                                     strict=True)),
+        top_k_ids=tuple(int(i) for i in stats["top_ids"].tolist()),
+    )
+
+
+MAX_BATCH_ROWS = 8  # prompts decoded together in one batch (more run as further batches)
+
+
+def generate_batch(runtime: ModelRuntime, prompts: Sequence[str], *, max_new_tokens: int,
+                   samplers: Sequence[SamplerConfig], stop: list[str],
+                   progress: bool = True) -> list[Generation]:
+    """One `Generation` per prompt (`samplers[i]` deciding prompt i), decoded in batches
+    of up to `MAX_BATCH_ROWS` prompts (`CompiledModel.generate_batch`); each record has its
+    own statistics, finish reason and seed, as if generated alone. Greedy and sampled
+    prompts go in separate batches (one sampling mode per compiled loop).
+
+    Example:
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> from gemma_lab.sampling import SamplerConfig
+        >>> out = generate_batch(tiny_runtime(), ["hello", "a b c"], max_new_tokens=3,
+        ...                      samplers=[SamplerConfig()] * 2, stop=[], progress=False)
+        >>> [len(g.steps) <= 3 for g in out]
+        [True, True]
+    """
+    from gemma_lab._progress import progress_counter
+    from gemma_lab.decoding import _mode
+
+    tokenizer = runtime.tokenizer
+    _check_max_new_tokens(max_new_tokens)
+    ids = []
+    for number, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise InputError(f"Prompt {number} must be a string, got {type(prompt).__name__}.")
+        ids.append(tokenizer.encode(prompt, add_bos=True))
+        if len(ids[-1]) + max_new_tokens > runtime.context_length:
+            raise InputError(
+                f"Prompt {number} has {len(ids[-1])} tokens; with max_new_tokens="
+                f"{max_new_tokens} that exceeds the model's context of "
+                f"{runtime.context_length} tokens. Shorten it or lower max_new_tokens.")
+    samplers = [resolved(sampler) for sampler in samplers]
+    stop_strings = [s for s in stop if s]
+    stop_ids = tuple(sorted(tokenizer.stop_ids))
+    model = decoder(runtime, runtime.active_hooks)
+    groups: dict[str, list[int]] = {}
+    for number, sampler in enumerate(samplers):
+        groups.setdefault(_mode(sampler)[0], []).append(number)
+    batches = [rows[i:i + MAX_BATCH_ROWS] for rows in groups.values()
+               for i in range(0, len(rows), MAX_BATCH_ROWS)]
+    results: list[Generation | None] = [None] * len(ids)
+    bar = progress_counter(len(ids) * max_new_tokens, desc="generate", unit="tok",
+                           disable=not progress)
+    try:
+        for batch in batches:
+            runtime.ensure_idle("generate")
+            started = time.perf_counter()
+            steps = model.generate_batch([ids[i] for i in batch], max_new_tokens,
+                                         [samplers[i] for i in batch], stop_ids,
+                                         tokenizer.pad_id, runtime.context_length, bar.update)
+            bar.update(len(batch) * max_new_tokens - sum(len(row) for row in steps))
+            elapsed = time.perf_counter() - started
+            for number, row in zip(batch, steps, strict=True):
+                results[number] = _batch_record(runtime, prompts[number], ids[number], row,
+                                                samplers[number], stop_strings, elapsed)
+    finally:
+        bar.close()
+    return [g for g in results if g is not None]
+
+
+def _batch_record(runtime: ModelRuntime, prompt: str, prompt_ids: list[int],
+                  stats: list[dict[str, Any]], sampler: SamplerConfig,
+                  stop_strings: list[str], elapsed: float) -> Generation:
+    """A `Generation` from one row of a batch: stop ids and stop strings end it as they end
+    a single-prompt stream; timing is the batch's (shared by its rows)."""
+    tokenizer = runtime.tokenizer
+    decoder = IncrementalDecoder(tokenizer)
+    steps: list[TokenStats] = []
+    text, finish = "", "length"
+    for entry in stats:
+        if entry["token"] in tokenizer.stop_ids:
+            finish = "eos"
+            break
+        step = _token_stats(tokenizer, decoder, entry)
+        steps.append(step)
+        text += step.text
+        hit = _find_stop(text, stop_strings)
+        if hit is not None:
+            text, finish = text[:hit], "stop_string"
+            break
+    return Generation(
+        prompt=prompt,
+        text=text if finish == "stop_string" else decoder.text,
+        steps=tuple(steps),
+        prompt_token_ids=tuple(prompt_ids),
+        finish_reason=finish,
+        timing={"prefill_s": 0.0, "first_token_s": elapsed, "decode_s": elapsed,
+                "total_s": elapsed, "tokens_per_s": len(steps) / elapsed if elapsed else 0.0,
+                "batched": True},
+        metadata=runtime.metadata(sampler=sampler),
+        prompt_tokens=tuple(_texts(tokenizer, prompt_ids)),
+    )
+
+
+def _check_max_new_tokens(max_new_tokens: Any) -> None:
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or not (
+        1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT
+    ):
+        raise InputError(
+            f"max_new_tokens must be an integer in 1..{MAX_NEW_TOKENS_LIMIT}, "
+            f"got {max_new_tokens!r}."
+        )
 
 
 def _texts(tokenizer: Any, ids: list[int]) -> list[str]:

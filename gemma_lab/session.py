@@ -8,6 +8,7 @@ activation caches, fine-tuning and adapters. What is loaded and compiled lives i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,9 +22,10 @@ from gemma_lab.classify import Classification, classify
 from gemma_lab.comparison import Comparison, compare
 from gemma_lab.decoding import CompiledModel, decoder
 from gemma_lab.errors import InputError
+from gemma_lab.evaluate import Evaluation, evaluate
 from gemma_lab.finetune import Adapters, FinetuneResult, FinetuneRun
 from gemma_lab.forward import HookFn, HookSet
-from gemma_lab.generation import Generation, GenerationStream
+from gemma_lab.generation import Generation, GenerationStream, generate_batch
 from gemma_lab.inspect.activations import ActivationCache, run_with_cache
 from gemma_lab.inspect.attribution import attribute_text
 from gemma_lab.inspect.logit_attribution import LogitAttribution, logit_attribution
@@ -34,7 +36,7 @@ from gemma_lab.inspect.trace import trace_text
 from gemma_lab.model_info import ModelInfo, model_info
 from gemma_lab.models.loading import DTYPES, LoadedModel, load_model
 from gemma_lab.runtime import ModelRuntime
-from gemma_lab.sampling import SamplerConfig
+from gemma_lab.sampling import SamplerConfig, resolved
 from gemma_lab.scoring import Score, score_text, score_texts
 from gemma_lab.tokenizer import Tokenizer
 from gemma_lab.transcript import Transcript, is_transcript, transcript
@@ -164,21 +166,33 @@ class GemmaLab:
             prompt_ids=None if prompt_ids is None else [int(i) for i in prompt_ids],
         )
 
-    def generate(self, prompt: str, max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+    def generate(self, prompt: str | Sequence[str], max_new_tokens: int = defaults.MAX_NEW_TOKENS,
                  temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, stop: str | list[str] | None = None,
-                 stream: bool = False) -> Generation:
+                 stream: bool = False, n: int = 1, progress: bool = True
+                 ) -> Generation | list[Generation]:
         """Generate a continuation of `prompt` and record each token's probability,
         rank, entropy and top-k alternatives.
 
-        `temperature=0` is greedy. `stream=True` prints text as it is decoded.
+        `temperature=0` is greedy. `stream=True` prints text as it is decoded. A list of
+        prompts, or `n` > 1 samples of each, decodes them together in padded batches and
+        gives a list of `Generation`s (prompt by prompt, its `n` samples in a row), each with
+        its own statistics and finish reason; sample j of a prompt uses seed `seed + j`
+        (recorded), so `generate(prompt, seed=seed + j)` alone repeats it.
 
         Example:
             >>> from gemma_lab.testing import tiny_session
             >>> g = tiny_session().generate("hello", max_new_tokens=4, temperature=0.8, seed=1)
             >>> g.metadata["seed"]
             1
+            >>> [g.metadata["seed"] for g in tiny_session().generate(
+            ...     ["hi", "a b"], max_new_tokens=2, temperature=0.8, seed=5, n=2,
+            ...     progress=False)]
+            [5, 6, 5, 6]
         """
+        if isinstance(prompt, (list, tuple)) or n != 1 or isinstance(n, bool):
+            return self._generate_batch(prompt, max_new_tokens, temperature, top_k, top_p,
+                                        seed, stop, stream, n, progress)
         running = self.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
         if not stream:
             return running.run()
@@ -187,6 +201,32 @@ class GemmaLab:
         print(flush=True)
         assert running.result is not None
         return running.result
+
+    def _generate_batch(self, prompts: str | Sequence[str], max_new_tokens: int,
+                        temperature: float, top_k: int | None, top_p: float | None,
+                        seed: int | None, stop: str | list[str] | None, stream: bool, n: int,
+                        progress: bool) -> list[Generation]:
+        """`generate` of several prompts and / or `n` samples each (see there)."""
+        self.runtime.ensure_idle("generate")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1024:
+            raise InputError(f"n (samples per prompt) must be an integer in 1..1024, got {n!r}.")
+        if stream:
+            raise InputError("stream=True prints one generation as it decodes; a batch "
+                             "returns its list at the end: drop stream=True.")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise InputError("generate() got an empty list of prompts: give at least one.")
+        base = resolved(SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p,
+                                      seed=seed))
+        if n > 1 and base.greedy:
+            raise InputError(f"n={n} greedy generations would all be the same: give a "
+                             "temperature > 0 to sample n different ones.")
+        samplers = [base if base.greedy else dataclasses.replace(
+            base, seed=(base.seed + j) % (1 << 31)) for _ in prompts for j in range(n)]
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        return generate_batch(self.runtime, [p for p in prompts for _ in range(n)],
+                              max_new_tokens=max_new_tokens, samplers=samplers, stop=stops,
+                              progress=progress)
 
     def score(self, text: str | Sequence[Mapping[str, str]] | Transcript | Sequence[Any]
               ) -> Score | list[Score]:
@@ -211,6 +251,29 @@ class GemmaLab:
                 raise InputError("score() got an empty list: give at least one text.")
             return score_texts(self.runtime, [self._text_ids_speakers(t) for t in text])
         return score_text(self.runtime, *self._text_ids_speakers(text))
+
+    def evaluate(self, data: Any, metrics: Any = None, progress: bool = True) -> Evaluation:
+        """Score every example of a dataset in padded batches and tabulate per-example
+        metrics: `evaluation.table` (a pandas DataFrame), `.summary()`, `.worst(k)` and
+        `.figure()` (the distribution and the worst examples).
+
+        `data`: strings (scored whole), {"prompt", "response"} mappings (the response is
+        the target, scored given the prompt), a DataFrame with those columns (or "text"), or
+        a .jsonl / .csv path. `metrics`: names from "logprob" (sum over the target),
+        "mean_logprob", "perplexity", "accuracy" (share of target tokens that were the top
+        prediction), and callables taking a `gemma_lab.evaluate.Scored` (.prompt, .target,
+        .score, .target_logprobs) and returning a number; a {column: metric} dict names them.
+        Default: logprob and perplexity.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> ev = tiny_session().evaluate(["hello world", "the quick brown fox"],
+            ...                              metrics=["perplexity", "accuracy"], progress=False)
+            >>> ev.table.shape, ev.summary()["perplexity"] > 1
+            ((2, 5), True)
+        """
+        self.runtime.ensure_idle("evaluate")
+        return evaluate(self.runtime, data, metrics, progress)
 
     def _text_ids_speakers(self, text: Any) -> tuple[str, tuple[int, ...] | None,
                                                     tuple[str, ...]]:

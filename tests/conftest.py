@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("GEMMA_LAB_BACKEND", os.environ.get("KERAS_BACKEND", "jax"))
@@ -47,8 +55,71 @@ def hf_gguf_model():
     return model.eval()
 
 
+# --- the real default model on every Keras backend ------------------------------------------
+BACKENDS = ("jax", "tensorflow", "torch")
+WORKER = Path(__file__).with_name("real_model_worker.py")
+_workers: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+
+def real_model_worker():
+    """tests/real_model_worker.py as a module (its constants and run functions)."""
+    loader = importlib.util.spec_from_file_location("real_model_worker", WORKER)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return module
+
+
+def pytest_collection_finish(session):
+    """When tests need `backend_runs`, start the other backends' workers right away, at low
+    CPU priority: they fill the idle time of the tests that run before them."""
+    if not any("backend_runs" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="gemma-lab-backends-"))
+    for backend in BACKENDS:
+        if backend == os.environ["GEMMA_LAB_BACKEND"]:
+            continue  # runs in this process, on `default_lab`
+        env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+        env["GEMMA_LAB_BACKEND"] = backend
+        out = folder / f"{backend}.npz"
+        with open(folder / f"{backend}.log", "w") as log:
+            process = subprocess.Popen(
+                ["nice", "-n", "10", sys.executable, str(WORKER), str(out)],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+        _workers[backend] = (process, out)
+
+
+@pytest.fixture(scope="session")
+def backend_runs(default_lab):
+    """{backend: arrays} of tests/real_model_worker.py on jax, tensorflow and torch: this
+    process's backend on `default_lab`, the others from the workers started at collection."""
+    worker = real_model_worker()
+    started = time.perf_counter()
+    runs = {default_lab.backend: {**worker.run_model(default_lab),
+                                  **worker.run_interventions(default_lab)}}
+    print(f"\n[{default_lab.backend}] in-process run {time.perf_counter() - started:.1f}s")
+    for backend, (process, out) in _workers.items():
+        try:
+            process.wait(timeout=2400)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(f"the {backend} worker ran past 2400 s")
+        log = out.with_suffix(".log").read_text()
+        assert process.returncode == 0, (backend, log[-4000:])
+        summary = json.loads(log.strip().splitlines()[-1])
+        assert summary["backend"] == backend
+        print(f"[{backend}] worker: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.items()
+                                                 if k != "backend"))
+        runs[backend] = dict(np.load(out))
+    assert sorted(runs) == sorted(BACKENDS)
+    return runs
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """In CI nothing may be skipped silently: a skipped real-model or browser test fails."""
+    """In CI nothing may be skipped silently: a skipped real-model or browser test fails.
+    Backend workers no test waited for are stopped."""
+    for process, _ in _workers.values():
+        if process.poll() is None:
+            process.kill()
     if not os.environ.get("CI") or exitstatus != 0:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

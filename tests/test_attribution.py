@@ -108,7 +108,9 @@ def test_integrated_gradients_completeness(lab):
     relative = abs(a.completeness_error) / abs(change)
     print(f"\nIG completeness: Σ scores {a.scores.sum():+.4f} vs Δ log p {change:+.4f} "
           f"({100 * relative:.2f}% off)")
-    assert relative <= 0.05
+    # Measured on the tiny models at 256 steps: 0.36%, 0.01%, 0.04%; bound 1.7x the worst
+    # (a wrong path or a missing embedding gradient is off by tens of percent).
+    assert relative <= 0.006
     assert abs(a.target_logprob - _target_logprob(lab, PROMPT, IG_TARGET)) <= 1e-4
 
 
@@ -232,8 +234,13 @@ def test_trace_and_attribution_agree_across_backends(tmp_path):
     for backend in ("tensorflow", "torch"):
         for key in reference.files:
             expected, actual = reference[key], results[backend][key]
-            scale = max(float(np.nanmax(np.abs(expected))), 1e-6)
-            relative = float(np.nanmax(np.abs(actual - expected))) / scale
+            # NaN where JAX has NaN (an undefined entry) and nowhere else; then the values.
+            nan = np.isnan(expected)
+            assert expected.shape == actual.shape, (backend, key)
+            assert np.array_equal(nan, np.isnan(actual)), (backend, key, "NaN mask differs")
+            expected, actual = expected[~nan], actual[~nan]
+            scale = max(float(np.abs(expected).max(initial=0.0)), 1e-6)
+            relative = float(np.abs(actual - expected).max(initial=0.0)) / scale
             report.append(f"{backend:>10} {key:<32} {relative:.2e}")
             assert relative <= 1e-3, report[-1]
     print("\nmax |diff| / max |jax| per array:\n" + "\n".join(report))

@@ -1,8 +1,9 @@
 """Accuracy of the reduced-precision weights (`load(dtype=...)`) on the real default model:
 teacher-forced log-probabilities on fixed texts against float32.
 
-The bounds are loose sanity bounds (a broken cast or quantizer moves log-probabilities by
-whole nats and flips most argmaxes); the measured numbers are in README "Performance".
+The bounds are the measured numbers (README "Performance") with a stated margin: 1.5x the
+measured max and mean |Δ logprob|, and at most two more top-1 disagreements than measured
+(a broken cast or quantizer moves log-probabilities by whole nats and flips most argmaxes).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ TEXTS = (
     "The Eiffel Tower was completed in 1889 and stands on the Champ de Mars in Paris.",
     "def add(a, b):\n    return a + b\n",
 )
-# dtype: (max |Δ logprob| nats, mean |Δ logprob| nats, share of equal top-1 predictions)
-BOUNDS = {"bfloat16": (1.5, 0.15, 0.85), "int8": (2.5, 0.3, 0.75)}
+# dtype: (max |Δ logprob| nats, mean |Δ logprob| nats, equal top-1 predictions of 35).
+# Measured on JAX: bfloat16 0.084, 0.020, 34/35; int8 1.011, 0.167, 31/35.
+BOUNDS = {"bfloat16": (0.13, 0.03, 32), "int8": (1.5, 0.25, 29)}
 
 
 def _logprobs_and_top1(lab) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +44,10 @@ def test_reduced_precision_scores_stay_close_to_float32(default_lab, dtype):
         gc.collect()
     difference = np.abs(logprobs - reference)
     max_bound, mean_bound, agree_bound = BOUNDS[dtype]
+    agree = int(np.sum(top1 == reference_top1))
+    print(f"\n{dtype} vs float32: max |Δ logprob| {difference.max():.3f}, mean "
+          f"{difference.mean():.4f}, top-1 equal {agree}/{len(top1)}")
     assert np.all(np.isfinite(logprobs))
     assert difference.max() <= max_bound, difference.max()
     assert difference.mean() <= mean_bound, difference.mean()
-    assert np.mean(top1 == reference_top1) >= agree_bound
+    assert agree >= agree_bound, (agree, len(top1))

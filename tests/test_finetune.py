@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -203,15 +202,35 @@ def test_stop_and_keyboard_interrupt_end_at_a_step_boundary():
 
 
 def test_stop_from_another_thread():
+    """stop() called by another thread while a real training step runs: that step finishes
+    and is the last one."""
     import threading
 
+    from gemma_lab.backend import import_keras
+
+    keras = import_keras()
     lab = fresh_lab()
     run = lab.finetune_run(PAIRS * 25, epochs=5, batch_size=2, progress=False)
-    timer = threading.Timer(0.0, run.stop)
-    timer.start()
-    time.sleep(0.01)
+    in_third_step, stop_sent = threading.Event(), threading.Event()
+
+    class ThirdStep(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 2:
+                in_third_step.set()
+                assert stop_sent.wait(timeout=60)
+
+    def stop_during_the_step():
+        assert in_third_step.wait(timeout=120)
+        run.stop()
+        stop_sent.set()
+
+    run.callbacks.append(ThirdStep())
+    stopper = threading.Thread(target=stop_during_the_step)
+    stopper.start()
     result = run.run()
-    assert result.stopped and result.steps < result.total_steps
+    stopper.join(timeout=10)
+    assert result.stopped and result.stop_reason == "stopped"
+    assert result.steps == 3 < result.total_steps
 
 
 def test_other_threads_get_a_clear_error_while_the_model_trains():

@@ -29,6 +29,33 @@ def test_records_statistics_per_token(tiny_lab):
         assert 0 < step.entropy <= __import__("math").log(tiny_lab.tokenizer.vocabulary_size) + 1e-4
 
 
+def test_statistics_of_a_sampled_generation_equal_numpy_on_keras_hub_logits(tiny_lab_any):
+    """log p, rank, entropy, top-k ids and probabilities of every sampled token equal NumPy's
+    softmax of keras-hub's own CausalLM logits of prompt + generated ids (temperature 1)."""
+    import numpy as np
+
+    from gemma_lab.backend import to_numpy
+    from gemma_lab.testing import keras_hub_inputs, numpy_log_softmax
+
+    lab = tiny_lab_any
+    g = lab.generate("the quick brown", max_new_tokens=8, temperature=4.0, seed=11)
+    prompt, ids = list(g.prompt_token_ids), list(g.token_ids)
+    full = prompt + ids
+    logits = to_numpy(lab.causal_lm(keras_hub_inputs(lab.causal_lm.backbone, [full])))[0]
+    logp = numpy_log_softmax(logits)[len(prompt) - 1:len(full) - 1]
+    rows = np.arange(len(ids))
+    assert max(g.ranks) > 1  # the sample left the greedy path: ranks are not all 1
+    np.testing.assert_allclose(g.logprobs, logp[rows, ids], atol=1e-4)
+    assert g.ranks == [int((logp[i] > logp[i, ids[i]]).sum()) + 1 for i in rows]
+    np.testing.assert_allclose(g.entropy, -(np.exp(logp) * logp).sum(-1), atol=1e-4)
+    top = np.argsort(-logp, axis=-1, kind="stable")[:, :lab.top_k]
+    assert [list(s.top_k_ids) for s in g.steps] == top.tolist()
+    np.testing.assert_allclose([[p for _, p in s.top_k] for s in g.steps],
+                               np.exp(np.take_along_axis(logp, top, -1)), atol=1e-5)
+    assert [[piece for piece, _ in s.top_k] for s in g.steps] == [
+        [lab.tokenizer.piece(int(i)) for i in row] for row in top]
+
+
 def test_sampling_with_a_seed_is_reproducible_and_seeds_differ(tiny_lab):
     runs = [tiny_lab.generate("hello", max_new_tokens=10, temperature=1.5, seed=s).token_ids
             for s in (7, 7, 8)]

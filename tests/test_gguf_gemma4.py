@@ -118,7 +118,8 @@ def _greedy(causal_lm, ids, steps=8):
     return ids
 
 
-@pytest.mark.parametrize("quantization,tolerance", [("F16", 1e-2), ("Q8_0", 2e-2)])
+# Median |Δ logit| / max |logit|, measured: F16 6.0e-5, Q8_0 1.6e-3; bounds ~1.7-1.9x those.
+@pytest.mark.parametrize("quantization,tolerance", [("F16", 1e-4), ("Q8_0", 3e-3)])
 def test_quantized_export_stays_close(quantization, tolerance, tmp_path):
     from gemma_lab.models.gguf_convert import convert_gguf
     from gemma_lab.models.gguf_export import export_gguf

@@ -42,7 +42,10 @@ def test_q8_0_round_trip_stays_close(architecture, tmp_path):
     ids = [2, *range(10, 30)]
     want, got = _logits(original, ids), _logits(restored, ids)
     # Q8_0 keeps ~2-3 significant digits per weight; a layout bug would give ~100% error.
-    assert np.abs(want - got).max() < 0.1 * np.abs(want).max()
+    # Measured max |Δ| / max |logit| (seed 2): gemma 0.0175, gemma2 0.063, gemma3 0.023;
+    # bounds 1.5x those.
+    bound = {"gemma": 0.026, "gemma2": 0.095, "gemma3": 0.035}[architecture]
+    assert np.abs(want - got).max() < bound * np.abs(want).max()
     # Random weights give near-ties, so a few positions may flip; most must agree.
     assert np.mean(want.argmax(-1) == got.argmax(-1)) >= 0.9
 

@@ -97,3 +97,26 @@ def test_directory_that_is_not_a_preset(tmp_path):
 def test_unknown_dtype_is_refused():
     with pytest.raises(InputError, match="bfloat16"):
         gemma_lab.load(dtype="float8", progress=False)
+
+
+def test_concurrent_first_loads_of_one_gguf_all_succeed(isolated_cache, tmp_path):
+    """Three kernels loading the same GGUF into an empty cache at once: one converts, the
+    others wait for its entry (`cache.entry_lock`); none fails on the other's rename."""
+    import os
+    import subprocess
+    import sys
+
+    path = tiny_gguf("gemma", directory=tmp_path)
+    script = ("import sys, gemma_lab; lab = gemma_lab.load(sys.argv[1], progress=False); "
+              "print(repr(lab.score('hello world').logprobs))")
+    env = {**os.environ, "GEMMA_LAB_CACHE": str(isolated_cache)}
+    children = [subprocess.Popen([sys.executable, "-c", script, str(path)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    outputs = [child.communicate(timeout=600) for child in children]
+    for child, (_, stderr) in zip(children, outputs, strict=True):
+        assert child.returncode == 0, stderr[-3000:]
+    assert len({stdout.strip().splitlines()[-1] for stdout, _ in outputs}) == 1
+    names = sorted(p.name for p in (isolated_cache / "presets").iterdir())
+    assert len([n for n in names if not n.startswith(".")]) == 1, names
+    assert not [n for n in names if ".tmp-" in n], names  # no half-written entry left

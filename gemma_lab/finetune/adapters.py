@@ -3,6 +3,8 @@
 An adapter is a cache entry `<cache root>/adapters/<name>/` holding `lora.npz` (the LoRA
 matrices only) and `adapter.json` (base model identity, rank, data hash, hyper-parameters,
 final loss, creation time), written atomically: an interrupted save leaves nothing behind.
+Loading is all-or-nothing: the files' fingerprints, the metadata and every matrix (name, shape,
+dtype, finite values) are checked before the first LoRA variable is assigned.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +23,7 @@ import numpy as np
 
 from gemma_lab.errors import CacheError, GemmaLabError, InputError
 from gemma_lab.finetune import lora
-from gemma_lab.models.cache import MARKER, cache_root, write_entry
+from gemma_lab.models.cache import MARKER, cache_root, entry_damage, write_entry
 
 if TYPE_CHECKING:
     from gemma_lab.finetune.result import FinetuneResult
@@ -30,7 +33,10 @@ FORMAT = "gemma_lab.lora_adapter"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "lora.npz"
 METADATA_FILE = "adapter.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: no trailing newline
+_MATRIX = re.compile(r"[0-9]+/lora_kernel_[ab]")
+# Optional metadata fields and the types `list` shows them as.
+_OPTIONAL = {"data_sha256": str, "final_loss": (int, float), "created": str}
 
 
 def adapters_dir() -> Path:
@@ -39,12 +45,95 @@ def adapters_dir() -> Path:
 
 
 def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    """`name` if it is a safe folder name: ASCII letters, digits, '.', '_', '-' (no control
+    characters, separators, '..', empty or over-long names); else an InputError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InputError(
             f"Adapter name {name!r} is not valid: use letters, digits, '.', '_' or '-' "
             "(starting with a letter or digit, at most 128 characters)."
         )
     return name
+
+
+def _metadata_damage(metadata: Any) -> str | None:
+    """What is wrong with a parsed adapter.json (None: it is an adapter this version loads)."""
+    if not isinstance(metadata, dict):
+        return f"it holds a JSON {type(metadata).__name__}, not an object"
+    if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+        return (f"unknown format {metadata.get('format')!r} version "
+                f"{metadata.get('format_version')!r} (this gemma_lab reads {FORMAT} "
+                f"version {FORMAT_VERSION})")
+    base = metadata.get("base")
+    if not (isinstance(base, dict) and isinstance(base.get("model"), str)
+            and isinstance(base.get("weights_sha256"), str)):
+        return f"'base' is {base!r}, not {{'model': str, 'weights_sha256': str}}"
+    rank = metadata.get("rank")
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        return f"'rank' is {rank!r}, not a positive integer"
+    for key, kind in _OPTIONAL.items():
+        value = metadata.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"{key!r} is {value!r} of type {type(value).__name__}"
+    return None
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    """The checked adapter.json of the adapter folder `path`; a ValueError saying what is
+    wrong with it (its path first) otherwise."""
+    file = path / METADATA_FILE
+    try:
+        metadata = json.loads(file.read_bytes())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{file}: {err}") from err
+    damage = _metadata_damage(metadata)
+    if damage is not None:
+        raise ValueError(f"{file}: {damage}")
+    return metadata
+
+
+def _read_matrices(file: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz `file`, read into memory (no pickles); a ValueError saying
+    why it is unreadable otherwise."""
+    try:
+        archive = np.load(file, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive of LoRA matrices")
+        with archive:
+            return {key: np.array(archive[key]) for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as err:
+        raise ValueError(f"{file} is unreadable ({type(err).__name__}: {err})") from err
+
+
+def _checked_matrix(key: str, value: np.ndarray, rank: int) -> np.ndarray:
+    """Adapter matrix `key` as a new float32 array, after checking its name, dtype, rank
+    dimension and values; a ValueError naming what is wrong otherwise."""
+    if not _MATRIX.fullmatch(key):
+        raise ValueError(f"{key!r} is not a LoRA matrix name (<layer>/lora_kernel_a|b)")
+    if not np.issubdtype(value.dtype, np.floating):
+        raise ValueError(f"matrix {key} has dtype {value.dtype}, not a float type")
+    rank_axis = -1 if key.endswith("_a") else 0
+    if value.ndim < 2 or value.shape[rank_axis] != rank:
+        raise ValueError(f"matrix {key} has shape {value.shape}, which does not hold the "
+                         f"adapter's rank {rank}")
+    matrix = value.astype("float32")
+    if not np.isfinite(matrix).all():
+        raise ValueError(f"matrix {key} holds NaN or infinite values")
+    return matrix
+
+
+def _fit_damage(weights: lora.LoraWeights, backbone: Any) -> str | None:
+    """Why `weights` do not fit the LoRA variables of `backbone` (None: they do)."""
+    targets = {f"{index}/{name}": getattr(layer, name)
+               for index, layer in lora.lora_layers(backbone)
+               for name in ("lora_kernel_a", "lora_kernel_b")}
+    if set(targets) != set(weights):
+        return (f"it has {len(weights)} LoRA matrices, this model {len(targets)} "
+                f"({sorted(set(weights) ^ set(targets))[:4]} differ)")
+    for key, variable in targets.items():
+        if tuple(variable.shape) != weights[key].shape:
+            return (f"matrix {key} has shape {weights[key].shape}, this model's "
+                    f"{tuple(variable.shape)}")
+    return None
 
 
 def base_identity(runtime: ModelRuntime) -> dict[str, Any]:
@@ -140,26 +229,34 @@ class Adapters:
         self._runtime.adapter_name = name
         return path
 
-    def metadata(self, name: str) -> dict[str, Any]:
-        """The saved metadata of adapter `name`."""
+    def _damaged(self, name: str, reason: str) -> CacheError:
+        path = adapters_dir() / name
+        return CacheError(f"Adapter {name!r} is damaged ({reason}): save it again from the "
+                          f"session that trained it, or delete the folder {path}.")
+
+    def _existing(self, name: str) -> Path:
         path = self.path(name)
         if not (path / MARKER).is_file():
             known = ", ".join(self.names()) or "none saved yet"
             raise InputError(f"No adapter named {name!r} in {adapters_dir()} (known: {known}). "
                              "Save one with lab.adapters.save(name).")
-        try:
-            metadata = json.loads((path / METADATA_FILE).read_text())
-        except (OSError, ValueError) as err:
-            raise CacheError(f"Adapter {name!r} at {path} is unreadable ({err}); save it "
-                             "again or delete the directory.") from err
-        if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
-            raise CacheError(f"Adapter {name!r} at {path} has an unknown format "
-                             f"({metadata.get('format')} v{metadata.get('format_version')}).")
-        return metadata
+        return path
 
-    def load(self, name: str) -> dict[str, Any]:
-        """Make adapter `name` active; refuses one trained on a different base model."""
-        self._runtime.ensure_idle("load an adapter")
+    def metadata(self, name: str) -> dict[str, Any]:
+        """The saved metadata of adapter `name` (checked: a CacheError if it is damaged)."""
+        path = self._existing(name)
+        try:
+            return _read_metadata(path)
+        except ValueError as err:
+            raise self._damaged(name, str(err)) from None
+
+    def _read(self, name: str) -> tuple[dict[str, Any], lora.LoraWeights]:
+        """Adapter `name`'s metadata and matrices, each one checked, read into new arrays;
+        nothing of the session is touched."""
+        path = self._existing(name)
+        damage = entry_damage(path)
+        if damage is not None:
+            raise self._damaged(name, damage)
         metadata = self.metadata(name)
         saved, here = metadata["base"], self.base()
         if saved != here:
@@ -169,10 +266,36 @@ class Adapters:
                 f"(weights {str(here['weights_sha256'])[:19]}…). Load it into a session of "
                 "that base model."
             )
-        with np.load(self.path(name) / WEIGHTS_FILE) as archive:
-            weights = {key: archive[key] for key in archive.files}
-        lora.ensure_lora(self._runtime, int(metadata["rank"]))
-        lora.assign_lora(self._runtime.backbone, weights)
+        rank = metadata["rank"]
+        try:
+            weights = {key: _checked_matrix(key, value, rank)
+                       for key, value in _read_matrices(path / WEIGHTS_FILE).items()}
+        except ValueError as err:
+            raise self._damaged(name, f"{path / WEIGHTS_FILE}: {err}") from None
+        return metadata, weights
+
+    def load(self, name: str) -> dict[str, Any]:
+        """Make adapter `name` active; refuses one trained on a different base model.
+
+        All or nothing: a damaged or foreign adapter raises before any LoRA matrix changes,
+        and the session keeps its adapter, name and scores. (On a session without LoRA,
+        LoRA may be enabled before the shapes can be compared; B stays 0, the base function.)
+        """
+        self._runtime.ensure_idle("load an adapter")
+        metadata, weights = self._read(name)
+        backbone = self._runtime.backbone
+        lora.ensure_lora(self._runtime, metadata["rank"])
+        misfit = _fit_damage(weights, backbone)
+        if misfit is not None:
+            raise self._damaged(name, f"{self.path(name) / WEIGHTS_FILE}: {misfit}; it was "
+                                      "saved from another architecture or LoRA layer "
+                                      "selection, or the file changed")
+        previous = lora.lora_weights(backbone)
+        try:
+            lora.assign_lora(backbone, weights)
+        except BaseException:  # even Ctrl-C: the matrices in use come back whole
+            lora.assign_lora(backbone, previous)
+            raise
         self._runtime.adapter_name = name
         self._runtime.adapter_provenance = None
         return metadata
@@ -227,26 +350,23 @@ class Adapters:
                       if p.is_dir() and not p.name.startswith(".") and (p / MARKER).is_file())
 
     def list(self) -> list[dict[str, Any]]:
-        """Every saved adapter: name, base model, rank, data hash, final loss, created, and
-        whether it fits this session's base model."""
-        rows = []
+        """Every saved adapter: name, base model, rank, data hash, final loss, created,
+        whether it fits this session's base model, and `damaged`: None, or why the adapter
+        cannot be loaded (its adapter.json is unreadable or has wrong types)."""
         here = self.base()
-        for name in self.names():
-            try:
-                metadata = self.metadata(name)
-            except GemmaLabError:
-                continue  # unreadable or foreign entries are not adapters one can load
-            rows.append({
-                "name": name,
-                "model": metadata["base"]["model"],
-                "compatible": metadata["base"] == here,
-                "rank": metadata["rank"],
-                "data_sha256": metadata.get("data_sha256"),
-                "final_loss": metadata.get("final_loss"),
-                "created": metadata.get("created"),
-                "active": name == self._runtime.adapter_name,
-            })
-        return rows
+        return [self._row(name, here) for name in self.names()]
+
+    def _row(self, name: str, here: dict[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {"name": name, "model": None, "compatible": False, "rank": None,
+                               "data_sha256": None, "final_loss": None, "created": None,
+                               "active": name == self._runtime.adapter_name, "damaged": None}
+        try:
+            metadata = _read_metadata(adapters_dir() / name)
+        except ValueError as err:
+            return {**row, "damaged": str(err)}
+        return {**row, "model": metadata["base"]["model"],
+                "compatible": metadata["base"] == here, "rank": metadata["rank"],
+                **{key: metadata.get(key) for key in _OPTIONAL}}
 
     def __repr__(self) -> str:
         return f"<Adapters active={self.active!r} saved={self.names()}>"

@@ -7,7 +7,9 @@ help (every flag with its default) instead of exiting.
 from __future__ import annotations
 
 import argparse
+import builtins
 import keyword
+import re
 import shlex
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
@@ -159,6 +161,39 @@ def is_variable_name(name: str) -> bool:
     return name.isidentifier() and not keyword.iskeyword(name)
 
 
+# Names the shell itself relies on: every builtin (print, list, len ...), what IPython keeps in
+# the user namespace (In, Out, get_ipython, exit, quit, the _ / _i / _oh / _dh history) or adds
+# to builtins (display, get_ipython), and the module dunders (__name__, __builtins__ ...).
+_SHELL_NAMES = frozenset(dir(builtins)) | {
+    "In", "Out", "get_ipython", "exit", "quit", "display", "open", "_ih", "_oh", "_dh",
+    "_exit_code", "__builtin__", "__IPYTHON__"}
+_SHELL_PATTERN = re.compile(r"_+|_i{1,3}|_i\d+|_\d+|__\w+__")
+
+
+def check_output_name(name: str | None) -> None:
+    """Refuse `-o NAME` unless storing a result under NAME leaves the notebook working: it
+    must be a Python variable name (no keyword) that hides no builtin and none of IPython's
+    own names (In, Out, _, _i3, _12, get_ipython, exit ...).
+
+    Example:
+        >>> check_output_name("g")
+        >>> try:
+        ...     check_output_name("Out")
+        ... except InputError as err:
+        ...     print(str(err)[:47])
+        -o 'Out' would replace a name Python or IPython
+    """
+    if name is None:
+        return
+    if not is_variable_name(name):
+        raise InputError(f"-o {name!r} is not a valid Python variable name.")
+    if name in _SHELL_NAMES or _SHELL_PATTERN.fullmatch(name):
+        raise InputError(
+            f"-o {name!r} would replace a name Python or IPython itself uses (a builtin, the "
+            "In/Out/_ history or a shell helper); choose another variable name, e.g. -o result."
+        )
+
+
 # --- %%gemma --------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class CellArgs:
@@ -211,8 +246,7 @@ class CellArgs:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise InputError(f"format={self.format!r}: choose one of {', '.join(FORMATS)}.")
-        if self.output is not None and not is_variable_name(self.output):
-            raise InputError(f"-o {self.output!r} is not a valid Python variable name.")
+        check_output_name(self.output)
         if self.score and self.chat:
             raise InputError("--score and --chat do not combine: score a text or chat, not both.")
         if self.target is not None and not self.attribute:
@@ -323,8 +357,7 @@ class PatchArgs:
     interpolate: bool = True
 
     def __post_init__(self) -> None:
-        if self.output is not None and not is_variable_name(self.output):
-            raise InputError(f"-o {self.output!r} is not a valid Python variable name.")
+        check_output_name(self.output)
 
 
 def patch_parser() -> _Parser:

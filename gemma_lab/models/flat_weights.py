@@ -5,6 +5,7 @@ vocabulary embedding) and then reads `model.weights.h5` (seconds more). Here the
 built inside a Keras stateless scope that leaves variables uninitialised, and each variable
 is then initialised straight from a memory-mapped .npy written on the first load. Any
 mismatch (another keras-hub layout, a missing or short file) falls back to `from_preset`.
+Both files are fingerprinted in the cache entry's marker when written (`cache.record_files`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from gemma_lab.errors import CacheError
+from gemma_lab.models.cache import record_files
+
 FLAT_FILE = "gemma_lab_weights.npy"
 INDEX_FILE = "gemma_lab_weights.json"
+FLAT_FILES = (FLAT_FILE, INDEX_FILE)
 
 
 def _index(weights: list[Any]) -> list[list[Any]]:
@@ -60,7 +65,19 @@ def save_flat_weights(causal_lm: Any, preset: Path) -> bool:
     except OSError:
         Path(tmp).unlink(missing_ok=True)
         return False
+    try:
+        record_files(preset, add=FLAT_FILES)  # a cache entry's: fingerprinted as written
+    except CacheError:
+        pass  # a marker that cannot be rewritten now: the next load fingerprints the files
     return True
+
+
+def drop_flat_weights(preset: Path) -> None:
+    """Remove the flat weights file of `preset` and its fingerprints (it is damaged); the next
+    float32 load reads the h5 and writes it again."""
+    record_files(preset, drop=FLAT_FILES)
+    for name in FLAT_FILES:
+        (preset / name).unlink(missing_ok=True)
 
 
 def load_with_flat_weights(preset: Path, dtype: str) -> Any | None:
@@ -137,4 +154,5 @@ def _task_from_config(task_config: dict[str, Any], backbone: Any, preset: Path) 
     return keras.saving.deserialize_keras_object(task_config)
 
 
-__all__ = ["has_flat_weights", "load_with_flat_weights", "save_flat_weights"]
+__all__ = ["FLAT_FILES", "drop_flat_weights", "has_flat_weights", "load_with_flat_weights",
+           "save_flat_weights"]

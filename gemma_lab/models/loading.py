@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,18 @@ from typing import Any
 from gemma_lab._progress import progress_counter
 from gemma_lab.backend import import_keras
 from gemma_lab.chat_template import CheckpointTemplate, from_gguf, from_hf_folder
-from gemma_lab.errors import InputError, ModelLoadError
+from gemma_lab.errors import CacheError, InputError, ModelLoadError
 from gemma_lab.models import hf_folder
-from gemma_lab.models.cache import entry_path, read_marker, write_entry
+from gemma_lab.models.cache import (
+    damaged_files,
+    entry_files,
+    entry_lock,
+    entry_path,
+    read_marker,
+    record_files,
+    recorded_files,
+    write_entry,
+)
 from gemma_lab.models.default_model import (
     DEFAULT_MODEL_ID,
     default_gguf_path,
@@ -22,6 +32,8 @@ from gemma_lab.models.default_model import (
 from gemma_lab.models.distribution import make_distribution
 from gemma_lab.models.distribution import scope as distribution_scope
 from gemma_lab.models.flat_weights import (
+    FLAT_FILES,
+    drop_flat_weights,
     has_flat_weights,
     load_with_flat_weights,
     save_flat_weights,
@@ -133,23 +145,98 @@ def _safe_mode() -> Any:
     return SafeModeScope(None)
 
 
-def _converted_preset(gguf_path: Path | None, sha256: str, progress: bool) -> Path:
-    """The cache entry holding the keras-hub preset converted from this GGUF, built if needed."""
-    entry = entry_path("presets", sha256[:24])
-    if read_marker(entry) is not None:
-        return entry
-    if gguf_path is None:
-        gguf_path = default_gguf_path()
-    from gemma_lab.models.gguf_convert import convert_gguf
+H5_FILE = "model.weights.h5"
 
-    model = read_gguf(gguf_path, sha256=sha256)
-    causal_lm = convert_gguf(model, progress=progress)
-    write_entry(
-        entry,
-        lambda tmp: causal_lm.save_to_preset(str(tmp)),
-        {"sha256": sha256, "source": str(gguf_path), "name": model.name},
-    )
+
+def _entry_damage(entry: Path, flat: bool) -> str | None:
+    """What is wrong with the files of the complete cache entry `entry` that this load reads
+    (its flat weights file instead of the h5 when it has one and `flat`), checked against
+    the marker's fingerprints; None when they are intact. A damaged flat weights file alone
+    is removed (the load writes it again from the h5). Files no fingerprint covers yet (an
+    entry of a gemma_lab without fingerprints) are fingerprinted now, as they are."""
+    names = entry_files(entry)
+    if flat and has_flat_weights(entry):
+        names = [name for name in names if name != H5_FILE]
+    recorded = recorded_files(entry)
+    damaged = damaged_files(entry, [name for name in names if name in recorded])
+    if damaged and set(damaged) <= set(FLAT_FILES) and _dropped_flat_weights(entry, damaged):
+        damaged = damaged_files(entry, [H5_FILE])
+    if not damaged:
+        _fingerprint(entry, [name for name in names if name not in recorded])
+    return "; ".join(damaged.values()) or None
+
+
+def _dropped_flat_weights(entry: Path, damaged: dict[str, str]) -> bool:
+    """Remove the entry's damaged flat weights file (False where the cache is read-only)."""
+    try:
+        drop_flat_weights(entry)
+    except (OSError, CacheError):
+        return False
+    warnings.warn(f"The cache entry {entry} was damaged ({'; '.join(damaged.values())}): "
+                  f"rebuilt its flat weights file from {H5_FILE}.", stacklevel=2)
+    return True
+
+
+def _fingerprint(entry: Path, names: list[str]) -> None:
+    """Fingerprint files of the entry written without fingerprints, where the cache is
+    writable (a read-only cache keeps loading, unchecked as before)."""
+    try:
+        record_files(entry, add=[name for name in names if (entry / name).is_file()])
+    except (OSError, CacheError):
+        pass
+
+
+def _intact_entry(entry: Path, flat: bool) -> tuple[bool, str | None]:
+    """(whether `entry` is complete and undamaged, what is damaged in a complete entry)."""
+    if read_marker(entry) is None:
+        return False, None
+    damage = _entry_damage(entry, flat)
+    return damage is None, damage
+
+
+def _converted_preset(gguf_path: Path | None, sha256: str, progress: bool,
+                      flat: bool = True) -> Path:
+    """The cache entry holding the keras-hub preset converted from this GGUF, built if needed,
+    rebuilt if a file it fingerprints changed (`flat`: the load reads the flat weights)."""
+    entry = entry_path("presets", sha256[:24])
+    if _intact_entry(entry, flat)[0]:
+        return entry
+    with entry_lock(entry):  # another process may be converting the same GGUF
+        intact, damage = _intact_entry(entry, flat)
+        if intact:
+            return entry
+        from gemma_lab.models.gguf_convert import convert_gguf
+
+        try:
+            if gguf_path is None:
+                gguf_path = default_gguf_path()
+            if damage is not None:
+                _check_rebuild_source(gguf_path, sha256)
+            model = read_gguf(gguf_path, sha256=sha256)
+        except ModelLoadError as err:
+            if damage is None:
+                raise
+            raise CacheError(
+                f"The cache entry {entry} is damaged ({damage}) and cannot be rebuilt: {err} "
+                f"Delete this folder ({entry}) and load again."
+            ) from err
+        causal_lm = convert_gguf(model, progress=progress)
+        write_entry(
+            entry,
+            lambda tmp: causal_lm.save_to_preset(str(tmp)),
+            {"sha256": sha256, "source": str(gguf_path), "name": model.name},
+        )
+    if damage is not None:
+        warnings.warn(f"The cache entry {entry} was damaged ({damage}): rebuilt it from "
+                      f"{gguf_path}.", stacklevel=2)
     return entry
+
+
+def _check_rebuild_source(gguf_path: Path, sha256: str) -> None:
+    """Refuse to rebuild an entry from a GGUF other than the one it was converted from."""
+    if not gguf_path.is_file() or sha256_file(gguf_path) != sha256:
+        raise ModelLoadError(f"its source {gguf_path} is missing or not the GGUF it was "
+                             "converted from (sha256 differs).")
 
 
 def _looks_like_preset_dir(path: Path) -> bool:
@@ -184,7 +271,7 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
                       bar: Any, distribution: Any = None) -> LoadedModel:
     if spec is None or str(spec) == "default":
         sha = default_gguf_sha256()
-        preset = _converted_preset(None, sha, progress)
+        preset = _converted_preset(None, sha, progress, flat=distribution is None)
         bar.update(1)
         causal_lm = _from_cache_entry(preset, dtype, distribution)
         return LoadedModel(causal_lm, DEFAULT_MODEL_ID, "default", sha, dtype, distribution,
@@ -196,7 +283,7 @@ def _resolve_and_load(spec: str | os.PathLike[str] | None, dtype: str, progress:
         if not path.is_file():
             raise ModelLoadError(f"No GGUF file at {path}. Check the path.")
         sha = sha256_file(path)
-        preset = _converted_preset(path, sha, progress)
+        preset = _converted_preset(path, sha, progress, flat=distribution is None)
         bar.update(1)
         return LoadedModel(_from_cache_entry(preset, dtype, distribution), path.name,
                            str(path), sha, dtype, distribution, from_gguf(path))
