@@ -473,3 +473,26 @@ def test_hooks_names_the_layers_each_point_exists_in(shell):
 
 def _span(layers):
     return layers[0] if len(layers) == 1 else f"{layers[0]}..{layers[-1]}"
+
+
+def test_evaluate_shows_the_table_and_figure_and_stores_the_result(shell, tiny_lab, tmp_path):
+    import json
+
+    shell.user_ns["rows"] = ["hello world", {"prompt": "a", "response": " b c"}]
+    run = run_magic("%gemma evaluate rows --metric perplexity,accuracy -o ev")
+    assert run.error is None, run.stderr
+    ev = shell.user_ns["ev"]
+    want = tiny_lab.evaluate(shell.user_ns["rows"], metrics=["perplexity", "accuracy"],
+                             progress=False)
+    assert ev.metrics == ("perplexity", "accuracy")
+    assert ev.table["perplexity"].tolist() == want.table["perplexity"].tolist()
+    kinds = [sorted(o.data) for o in run.outputs]
+    assert any("text/html" in k for k in kinds)
+    assert any("application/vnd.plotly.v1+json" in k for k in kinds), kinds
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t}) for t in ("one two", "three")))
+    assert run_magic(f"%gemma evaluate {path} -o ev2").error is None
+    assert len(shell.user_ns["ev2"].table) == 2
+    assert_one_line_error(run_magic("%gemma evaluate rows --metric nope"), "unknown metric")
+    assert_one_line_error(run_magic("%gemma evaluate missing_name"), "neither a variable")
+    assert_one_line_error(run_magic("%gemma evaluate rows -o print"), "print")

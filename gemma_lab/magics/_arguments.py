@@ -23,8 +23,9 @@ from gemma_lab.models.loading import DTYPES
 FORMATS = ("text", "markdown", "code")
 WIDGET_COMMANDS = ("playground", "attention", "finetune-panel", "interventions")
 ADAPTER_ACTIONS = ("save", "load", "unload", "list")
-LINE_COMMANDS = ("load", "info", "help", "hooks", "chat", "finetune", "adapters",
+LINE_COMMANDS = ("load", "info", "help", "hooks", "chat", "finetune", "evaluate", "adapters",
                  *WIDGET_COMMANDS)
+EVALUATE_METRICS = ("logprob", "mean_logprob", "perplexity", "accuracy")
 PATCH_OVER = ("resid_pre", "attn_out", "mlp_out", "heads")
 
 
@@ -413,6 +414,28 @@ class FinetuneArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvaluateArgs:
+    """`%gemma evaluate DATA [--metric M[,M...]] [-o VAR]`."""
+
+    data: str
+    metrics: tuple[str, ...] = ("logprob", "perplexity")
+    output: str | None = None
+
+    def __post_init__(self) -> None:
+        check_output_name(self.output)
+
+
+def _metric_list(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in EVALUATE_METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric {', '.join(unknown) or repr(value)}: choose from "
+            f"{', '.join(EVALUATE_METRICS)} (comma-separated)")
+    return names
+
+
+@dataclass(frozen=True, kw_only=True)
 class AdaptersArgs:
     """`%gemma adapters save|load|unload|list [NAME]`."""
 
@@ -431,7 +454,7 @@ class SimpleArgs:
     command: str
 
 
-LineArgs = LoadArgs | FinetuneArgs | AdaptersArgs | SimpleArgs
+LineArgs = LoadArgs | FinetuneArgs | EvaluateArgs | AdaptersArgs | SimpleArgs
 
 
 def line_parser() -> _Parser:
@@ -477,6 +500,18 @@ def line_parser() -> _Parser:
                           default=FINETUNE["max_length"],
                           help="tokens per example at most")
 
+    evaluate = add("evaluate", help="per-example metrics of DATA (a variable name or a file)",
+                   description="Score every example of DATA (strings, prompt/response rows, a "
+                               "DataFrame, or a .jsonl / .csv file) and show a table, the "
+                               "distribution and the worst examples.",
+                   formatter_class=_Formatter)
+    evaluate.add_argument("data", metavar="DATA",
+                          help="a notebook variable holding the data, or a .jsonl / .csv path")
+    evaluate.add_argument("--metric", dest="metrics", type=_metric_list,
+                          default=("logprob", "perplexity"), metavar="M[,M...]",
+                          help=f"metrics, from {', '.join(EVALUATE_METRICS)}")
+    evaluate.add_argument("-o", "--output", metavar="VAR", help="store the Evaluation")
+
     adapters = add("adapters", help="save / load / unload / list LoRA adapters",
                    description="Manage LoRA adapters.", formatter_class=_Formatter)
     adapters.add_argument("action", choices=ADAPTER_ACTIONS)
@@ -516,6 +551,8 @@ def parse_line(line: str) -> LineArgs:
         return LoadArgs(**values)
     if command == "finetune":
         return FinetuneArgs(**values)
+    if command == "evaluate":
+        return EvaluateArgs(**values)
     if command == "adapters":
         return AdaptersArgs(**values)
     return SimpleArgs(command=command)
@@ -526,7 +563,7 @@ def full_help(defaults: CellArgs) -> str:
     parser = line_parser()
     sections = [parser.format_help()]
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name in ("load", "finetune", "adapters"):
+    for name in ("load", "finetune", "evaluate", "adapters"):
         sections.append(subparsers.choices[name].format_help())
     sections.append(cell_parser(defaults).format_help())
     sections.append(patch_parser().format_help())

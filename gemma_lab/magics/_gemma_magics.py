@@ -22,6 +22,7 @@ from gemma_lab.magics._arguments import (
     FORMATS,
     AdaptersArgs,
     CellArgs,
+    EvaluateArgs,
     FinetuneArgs,
     HelpShown,
     LoadArgs,
@@ -128,6 +129,8 @@ class GemmaMagics(Magics):
             self._load(args)
         elif isinstance(args, FinetuneArgs):
             self._finetune(args)
+        elif isinstance(args, EvaluateArgs):
+            self._evaluate(args)
         elif isinstance(args, AdaptersArgs):
             self._adapters(args)
         elif args.command == "help":
@@ -158,13 +161,21 @@ class GemmaMagics(Magics):
         data = self._finetune_data(options.pop("data"))
         self._show_result(current().finetune(data, **options))
 
-    def _finetune_data(self, name: str) -> Any:
+    def _evaluate(self, args: EvaluateArgs) -> None:
+        evaluation = current().evaluate(self._finetune_data(args.data, "evaluate"),
+                                        metrics=list(args.metrics))
+        if args.output:
+            self.shell.user_ns[args.output] = evaluation
+        self._show_record(evaluation)
+        ipython_display.show(evaluation.figure())
+
+    def _finetune_data(self, name: str, command: str = "finetune") -> Any:
         if name in self.shell.user_ns:
             return self.shell.user_ns[name]
         if Path(name).expanduser().is_file():
             return str(Path(name).expanduser())
         raise InputError(
-            f"%gemma finetune: {name!r} is neither a variable in the notebook nor a file. "
+            f"%gemma {command}: {name!r} is neither a variable in the notebook nor a file. "
             "Pass a variable holding the data or a .jsonl / .csv path."
         )
 
