@@ -69,6 +69,29 @@ def real_model_worker():
     return module
 
 
+_deselected_llama_cpp: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `llama_cpp` need llama-cpp-python (the `bench` extra, built from source):
+    without it they are deselected, and the terminal summary says which."""
+    if importlib.util.find_spec("llama_cpp") is not None:
+        return
+    keep = [item for item in items if item.get_closest_marker("llama_cpp") is None]
+    dropped = [item for item in items if item.get_closest_marker("llama_cpp") is not None]
+    if dropped:
+        _deselected_llama_cpp.extend(item.nodeid for item in dropped)
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _deselected_llama_cpp:
+        terminalreporter.write_line(
+            f"{len(_deselected_llama_cpp)} llama.cpp test(s) deselected: llama-cpp-python is "
+            "not installed (pip install -e '.[bench]'): " + ", ".join(_deselected_llama_cpp))
+
+
 def pytest_collection_finish(session):
     """When tests need `backend_runs`, start the other backends' workers right away, at low
     CPU priority: they fill the idle time of the tests that run before them."""

@@ -63,6 +63,12 @@ def export_gguf(causal_lm: Any, path: str | Path, quantization: str = "F32",
     writer.add_layer_norm_rms_eps(backbone.layer_norm_epsilon)
     if getattr(backbone, "use_sliding_window_attention", False):
         writer.add_sliding_window(backbone.sliding_window_size)
+    if arch == "gemma3":
+        # llama.cpp's Gemma 3 reads the global layers' RoPE base from the file (default
+        # 10,000); keras-hub's global layers use their own (1,000,000), the local ones 10,000.
+        bases = {layer.attention.rope_wavelength for layer in backbone.transformer_layers
+                 if not layer.use_sliding_window_attention}
+        writer.add_rope_freq_base(float(max(bases, default=1_000_000.0)))
     if arch == "gemma2":
         writer.add_attn_logit_softcapping(backbone.attention_logit_soft_cap)
         writer.add_final_logit_softcapping(backbone.final_logit_soft_cap)
