@@ -493,3 +493,37 @@ def test_cache_entries_fingerprint_every_file_and_name_the_damaged_one(tmp_path)
     assert cache.entry_damage(target, ["a.bin"]) is None  # only the files asked about
     (target / "a.bin").write_bytes(b"x")
     assert "has 1 bytes, 100 when written" in cache.entry_damage(target, ["a.bin"])
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), 1e6, 0.0, -1e-3, True, "1e-3"])
+def test_a_learning_rate_that_cannot_train_is_refused_before_training(rate):
+    from gemma_lab.models.loading import LoadedModel
+    from gemma_lab.session import GemmaLab
+    from gemma_lab.testing import tiny_causal_lm
+
+    lab = GemmaLab(LoadedModel(tiny_causal_lm(), "tiny-lr", "test", None, "float32"))
+    before = np.asarray(lab.score("hello world").logprobs)
+    with pytest.raises(InputError, match=r"learning_rate must be a number in \(0, 1\]"):
+        lab.finetune(["hello world"] * 4, epochs=1, learning_rate=rate, progress=False)
+    assert lab.adapter_name is None
+    np.testing.assert_array_equal(lab.score("hello world").logprobs, before)
+
+
+def test_divergence_is_seen_in_the_loss_or_the_lora_weights():
+    """What makes a fine-tune roll back (`trainer._divergence`): a non-finite loss, or a
+    non-finite LoRA matrix on the real model; a finite run passes. (lr <= 1 keeps the tiny
+    model's runs finite, so the rollback itself is reached only through these.)"""
+    from gemma_lab.finetune import lora
+    from gemma_lab.finetune.trainer import _divergence
+    from gemma_lab.models.loading import LoadedModel
+    from gemma_lab.session import GemmaLab
+    from gemma_lab.testing import tiny_causal_lm
+
+    lab = GemmaLab(LoadedModel(tiny_causal_lm(), "tiny-diverge", "test", None, "float32"))
+    lab.finetune(["hello world"] * 4, epochs=1, batch_size=2, learning_rate=1e-2,
+                 progress=False)
+    assert _divergence([5.1, 4.9], lab.backbone) is None
+    assert "loss nan at step 2" in _divergence([5.1, float("nan")], lab.backbone)
+    _, layer = next(iter(lora.lora_layers(lab.backbone)))
+    layer.lora_kernel_b.assign(np.full(layer.lora_kernel_b.shape, np.inf, dtype="float32"))
+    assert "non-finite LoRA weights" in _divergence([5.1], lab.backbone)

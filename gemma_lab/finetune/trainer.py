@@ -8,6 +8,7 @@ detached while `fit` runs, and a Keras callback records each step's loss and tur
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 # Held-out examples scored before and after training when `compare` is not given.
 MAX_COMPARE_EXAMPLES = 16
+MAX_LEARNING_RATE = 1.0  # Adam steps of more than 1 per weight never train a LoRA
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -70,8 +72,11 @@ class FinetuneRun:
         self.epochs = _positive_int("epochs", epochs)
         self.batch_size = _positive_int("batch_size", batch_size)
         self.max_length = _positive_int("max_length", max_length)
-        if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-            raise InputError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+        if (not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool)
+                or not math.isfinite(learning_rate) or not 0 < learning_rate <= MAX_LEARNING_RATE):
+            raise InputError(
+                f"learning_rate must be a number in (0, {MAX_LEARNING_RATE:g}], got "
+                f"{learning_rate!r} (LoRA usually trains well at 1e-4 to 1e-2).")
         self.learning_rate = float(learning_rate)
         self.seed = seed
         self.keep_partial = bool(keep_partial)
@@ -166,6 +171,17 @@ class FinetuneRun:
             feedback.close()
             _check_weights_present(causal_lm)
         fit_s = time.perf_counter() - started
+
+        diverged = _divergence(recorder.train_loss, runtime.backbone)
+        if diverged is not None:
+            # All or nothing: the adapter the session had before comes back.
+            lora.assign_lora(runtime.backbone, weights_before)
+            runtime.adapter_name = adapter_before
+            runtime.invalidate_compiled()
+            raise InputError(
+                f"Fine-tuning diverged ({diverged}) at learning_rate {self.learning_rate:g}: "
+                "nothing was kept, the session's adapter is the one it had before. Lower the "
+                "learning rate (e.g. 10x) and train again.")
 
         steps = len(recorder.train_loss)
         stopped = steps < total_steps
@@ -295,6 +311,18 @@ def _make_recorder(keras: Any, run: FinetuneRun, feedback: LiveFeedback) -> Any:
             feedback.epoch(None if validation is None else float(validation))
 
     return LossRecorder()
+
+
+def _divergence(train_loss: Sequence[float], backbone: Any) -> str | None:
+    """What shows that training diverged (a non-finite loss, non-finite LoRA weights), or
+    None."""
+    for step, loss in enumerate(train_loss, start=1):
+        if not math.isfinite(loss):
+            return f"loss {loss} at step {step}"
+    for key, value in lora.lora_weights(backbone).items():
+        if not np.all(np.isfinite(value)):
+            return f"non-finite LoRA weights in {key}"
+    return None
 
 
 def _make_stopper(keras: Any, run: FinetuneRun) -> Any:
