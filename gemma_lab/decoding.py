@@ -293,8 +293,7 @@ class CompiledModel:
         self._chunks = self._chunks if index == self._last_index else 0
         count = min(ahead, MAX_CHUNK, 4 ** self._chunks)
         self._chunks += 1
-        stops = np.full((4,), -1, dtype="int32")
-        stops[: min(len(stop_ids), 4)] = list(stop_ids)[:4]
+        stops = _stop_array(stop_ids)
         mode, floats, ints = _mode(sampler)
         n, tokens, top_ids, top_logprobs, entropy, logprob, rank, cache = self._loops[mode](
             np.array([[token_id]], dtype="int32"), cache, np.array(index, dtype="int32"),
@@ -342,8 +341,7 @@ class CompiledModel:
         params = [_mode(sampler)[1:] for sampler in samplers]
         floats = params[0][0]
         ints = np.stack([p[1] for p in params] + [params[0][1]] * (rows - real))
-        stops = np.full((4,), -1, dtype="int32")
-        stops[: min(len(stop_ids), 4)] = list(stop_ids)[:4]
+        stops = _stop_array(stop_ids)
         limits = np.array([max_new_tokens] * real + [0] * (rows - real), dtype="int32")
         made = np.zeros((rows,), dtype="int32")
         done = limits <= 0
@@ -405,6 +403,13 @@ class CompiledModel:
                 results[i] = dict(zip(("logprob", "rank", "top_ids", "top_logprobs", "entropy"),
                                       (values[row, keep] for values in stats), strict=True))
         return results
+
+
+def _stop_array(stop_ids: tuple[int, ...]) -> np.ndarray:
+    """The compiled loops' stop ids: the first four, padded with -1 (never a token)."""
+    stops = np.full((4,), -1, dtype="int32")
+    stops[: min(len(stop_ids), 4)] = list(stop_ids)[:4]
+    return stops
 
 
 def _rows(n: int) -> int:
