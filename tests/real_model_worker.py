@@ -92,23 +92,12 @@ def run_interventions(lab) -> dict[str, np.ndarray]:
 
     out: dict[str, np.ndarray] = {}
     out["base_logprobs"] = np.asarray(lab.score(SCORE_TEXT).logprobs)
-    ablation = iv.ablate_heads(ABLATED_HEADS)  # one set: one compiled program for both calls
-    with lab.hooks(ablation):
-        out["ablate_logprobs"] = np.asarray(lab.score(SCORE_TEXT).logprobs)
-        g = lab.generate(ABLATION_PROMPT, max_new_tokens=INTERVENTION_TOKENS)
-    out["ablate_prompt_ids"] = np.asarray(g.prompt_token_ids)
-    out["ablate_greedy"] = np.asarray(g.token_ids)
-    out["base_ablation_greedy"] = np.asarray(
-        lab.generate(ABLATION_PROMPT, max_new_tokens=INTERVENTION_TOKENS).token_ids)
+    # one hook set per intervention: one compiled program for its score and its generate
+    out.update(_under(lab, "ablate", iv.ablate_heads(ABLATED_HEADS), ABLATION_PROMPT))
     vector = np.asarray(lab.steering_vector(STEER_POSITIVE, STEER_NEGATIVE, layer=STEER_LAYER))
     out["own_vector"] = vector
-    with lab.hooks(iv.add(vector, layer=STEER_LAYER, scale=STEER_SCALE)):
-        out["steer_logprobs"] = np.asarray(lab.score(SCORE_TEXT).logprobs)
-        g = lab.generate(STEER_PROMPT, max_new_tokens=INTERVENTION_TOKENS)
-    out["steer_prompt_ids"] = np.asarray(g.prompt_token_ids)
-    out["steer_greedy"] = np.asarray(g.token_ids)
-    out["base_steer_greedy"] = np.asarray(
-        lab.generate(STEER_PROMPT, max_new_tokens=INTERVENTION_TOKENS).token_ids)
+    out.update(_under(lab, "steer", iv.add(vector, layer=STEER_LAYER, scale=STEER_SCALE),
+                      STEER_PROMPT))
     for over in ("resid_pre", "heads"):
         r = lab.patch(CLEAN, CORRUPTED, target=TARGET, over=over, progress=False)
         out[f"patch_{over}"] = r.scores
@@ -119,6 +108,19 @@ def run_interventions(lab) -> dict[str, np.ndarray]:
     for name in ("embed", "attn", "mlp", "heads", "logit", "direct_sum"):
         out[f"dla_{name}"] = np.asarray(getattr(la, name))
     return out
+
+
+def _under(lab, name: str, hooks, prompt: str) -> dict[str, np.ndarray]:
+    """SCORE_TEXT's log-probabilities and `prompt`'s greedy ids under `hooks`, and the greedy
+    ids without them (`{name}_logprobs`, `{name}_prompt_ids`, `{name}_greedy`,
+    `base_{name}_greedy`)."""
+    with lab.hooks(hooks):
+        logprobs = np.asarray(lab.score(SCORE_TEXT).logprobs)
+        g = lab.generate(prompt, max_new_tokens=INTERVENTION_TOKENS)
+    base = lab.generate(prompt, max_new_tokens=INTERVENTION_TOKENS)
+    return {f"{name}_logprobs": logprobs, f"{name}_prompt_ids": np.asarray(g.prompt_token_ids),
+            f"{name}_greedy": np.asarray(g.token_ids),
+            f"base_{name}_greedy": np.asarray(base.token_ids)}
 
 
 def main(out_path: str) -> None:

@@ -349,7 +349,7 @@ def test_head_ablation_matches_transformers_o_proj_hook(lab, run, hf_ablation):
     assert diff <= TOL
     # Hooks hold in every cached decode step: the ablated greedy text differs from the
     # unablated one, and equals transformers' greedy generate under the same hook.
-    assert greedy != arrays["base_ablation_greedy"].tolist()
+    assert greedy != arrays["base_ablate_greedy"].tolist()
     assert hf_ablation["greedy"] != hf_ablation["base_greedy"]
     assert _same_greedy(greedy, _finish(greedy), hf_ablation["greedy"], lab.tokenizer.stop_ids)
 
