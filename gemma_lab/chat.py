@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gemma_lab import defaults
+from gemma_lab import defaults, validate
 from gemma_lab.chat_template import CheckpointTemplate
 from gemma_lab.errors import InputError, NotAvailableError
 
@@ -211,8 +211,8 @@ class Chat:
         """The rendered template and its ids for `message` after the history."""
         if not isinstance(message, str) or not message.strip():
             raise InputError("chat() needs a non-empty message.")
-        if system is not None and not isinstance(system, str):
-            raise InputError(f"system must be a string, got {type(system).__name__}.")
+        validate.text(message, "The message")
+        validate.optional_text(system, "system")
         if system is not None and self.turns and system != self.system:
             raise InputError("The system prompt is set when a conversation starts; call "
                              "lab.reset_chat() to start one with a new system prompt.")
@@ -228,6 +228,7 @@ class Chat:
         from gemma_lab.generation import GenerationStream
         from gemma_lab.sampling import SamplerConfig
 
+        max_new_tokens = validate.max_new_tokens(max_new_tokens)
         text, ids = self.prompt(message, system)
         if len(ids) + max_new_tokens > self.runtime.context_length:
             raise InputError(
@@ -235,7 +236,8 @@ class Chat:
                 f"exceeds the model's context of {self.runtime.context_length}. Call "
                 "lab.reset_chat() or ask for fewer tokens.")
         return GenerationStream(self.runtime, text, max_new_tokens=max_new_tokens,
-                                sampler=sampler or SamplerConfig(), stop=list(stop),
+                                sampler=sampler or SamplerConfig(),
+                                stop=validate.stop_strings(stop),
                                 prompt_ids=ids)
 
     def commit(self, message: str, system: str | None, reply: Generation) -> bool:
@@ -255,10 +257,9 @@ class Chat:
         """Send `message`, generate the reply, keep both; returns the reply `Generation`."""
         from gemma_lab.sampling import SamplerConfig
 
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
         stream = self.stream(message, system, max_new_tokens,
                              SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p,
-                                           seed=seed), stops)
+                                           seed=seed), validate.stop_strings(stop))
         reply = stream.run()
         self.commit(message, system, reply)
         return reply

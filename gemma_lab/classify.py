@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.chat import encode
 from gemma_lab.decoding import bucket_length, padded
@@ -169,19 +170,27 @@ def _policies(policy: str | Sequence[str] | Mapping[str, str] | None, response: 
     if policy is None:
         return [(name, policy_text(name, response)) for name in POLICIES]
     if isinstance(policy, Mapping):
-        pairs = [(str(name), str(text)) for name, text in policy.items()]
+        pairs = [(validate.text(name, "A policy name", empty=False),
+                  validate.text(text, f"The text of policy {name!r}", empty=False))
+                 for name, text in policy.items()]
     else:
-        chosen = [policy] if isinstance(policy, str) else list(policy)
+        chosen = [policy] if isinstance(policy, str) else validate.sequence(
+            policy, "policy", example='["hate", "harassment"]')
         pairs = []
         for index, item in enumerate(chosen):
             if not isinstance(item, str) or not item.strip():
                 raise InputError(f"policy must be a built-in name ({', '.join(POLICIES)}), a "
                                  f"policy text, or {{name: text}}; got {item!r}.")
+            validate.text(item, "policy")
             pairs.append((item, policy_text(item, response)) if item in POLICIES
                          else (f"custom {index + 1}", item))
     if not pairs:
         raise InputError("classify() needs at least one policy.")
     return pairs
+
+
+def _count(value: Any) -> str:
+    return str(len(value)) if isinstance(value, (list, tuple)) else type(value).__name__
 
 
 def _token_of(tokenizer: Any, word: str) -> int:
@@ -210,15 +219,19 @@ def classify(runtime: ModelRuntime, texts: str | Sequence[str],
         >>> classify(tiny_runtime(), ["a", "b"], policy="hate").probabilities.shape
         (2, 1)
     """
-    batch = [texts] if isinstance(texts, str) else list(texts)
+    batch = [texts] if isinstance(texts, str) else list(texts) if isinstance(
+        texts, (list, tuple)) else []
     if not batch or not all(isinstance(t, str) and t.strip() for t in batch):
         raise InputError("classify() needs a non-empty text or a list of them.")
+    validate.texts(batch, "The texts")
     replies = None
     if responses is not None:
-        replies = [responses] if isinstance(responses, str) else list(responses)
+        replies = [responses] if isinstance(responses, str) else list(responses) if isinstance(
+            responses, (list, tuple)) else []
         if len(replies) != len(batch) or not all(isinstance(r, str) for r in replies):
             raise InputError(f"responses= must give one string per text ({len(batch)}), got "
-                             f"{len(replies)}.")
+                             f"{_count(responses)}.")
+        validate.texts(replies, "The responses", empty=True)
     pairs = _policies(policy, replies is not None)
     tokenizer = runtime.tokenizer
     # The vocabulary entries "Yes" / "No" (model card: vocab["Yes"]); a vocabulary without

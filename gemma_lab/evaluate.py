@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab.errors import InputError
 from gemma_lab.finetune.data import Example, load_examples
 from gemma_lab.scoring import Score, score_texts
@@ -111,6 +112,7 @@ class Evaluation:
 
     def worst(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
         """The `k` examples with the worst `by` metric (default: the first one)."""
+        k = validate.integer(k, "k", low=1, hint="How many of the worst examples to show.")
         by = by or self.metrics[0]
         if by not in self.metrics:
             raise InputError(f"Unknown metric {by!r}; this evaluation has "

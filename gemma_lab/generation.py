@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gemma_lab import render
+from gemma_lab import render, validate
 from gemma_lab.decoding import bucket_length, decoder
-from gemma_lab.defaults import MAX_NEW_TOKENS_LIMIT
 from gemma_lab.errors import InputError
 from gemma_lab.sampling import SamplerConfig, resolved
 from gemma_lab.schema import MAX_TOKENS
@@ -109,18 +108,19 @@ class GenerationStream:
     """
 
     def __init__(self, runtime: ModelRuntime, prompt: str, *, max_new_tokens: int,
-                 sampler: SamplerConfig, stop: list[str], prompt_ids: list[int] | None = None):
-        if not isinstance(prompt, str):
-            raise InputError(f"The prompt must be a string, got {type(prompt).__name__}.")
-        _check_max_new_tokens(max_new_tokens)
+                 sampler: SamplerConfig, stop: str | Sequence[str] | None,
+                 prompt_ids: Sequence[int] | None = None):
+        validate.text(prompt, "The prompt")
+        max_new_tokens = validate.max_new_tokens(max_new_tokens)
         self._runtime = runtime
         # Hooks in force when the stream is made hold for all of it (e.g. a steering vector).
         self._model = decoder(runtime, runtime.active_hooks)
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
         self.sampler = sampler
-        self.stop_strings = [s for s in stop if s]
-        self.prompt_ids = prompt_ids or runtime.tokenizer.encode(prompt, add_bos=True)
+        self.stop_strings = validate.stop_strings(stop)
+        self.prompt_ids = (runtime.tokenizer.encode(prompt, add_bos=True) if prompt_ids is None
+                           else validate.token_ids(prompt_ids, _vocabulary_size(runtime)))
         limit = runtime.context_length
         if len(self.prompt_ids) + max_new_tokens > limit:
             raise InputError(
@@ -236,7 +236,7 @@ MAX_BATCH_ROWS = 8  # prompts decoded together in one batch (more run as further
 
 
 def generate_batch(runtime: ModelRuntime, prompts: Sequence[str], *, max_new_tokens: int,
-                   samplers: Sequence[SamplerConfig], stop: list[str],
+                   samplers: Sequence[SamplerConfig], stop: str | Sequence[str] | None,
                    progress: bool = True) -> list[Generation]:
     """One `Generation` per prompt (`samplers[i]` deciding prompt i), decoded in batches
     of up to `MAX_BATCH_ROWS` prompts (`CompiledModel.generate_batch`); each record has its
@@ -255,11 +255,11 @@ def generate_batch(runtime: ModelRuntime, prompts: Sequence[str], *, max_new_tok
     from gemma_lab.decoding import _mode
 
     tokenizer = runtime.tokenizer
-    _check_max_new_tokens(max_new_tokens)
+    max_new_tokens = validate.max_new_tokens(max_new_tokens)
+    stop_strings = validate.stop_strings(stop)
     ids = []
     for number, prompt in enumerate(prompts):
-        if not isinstance(prompt, str):
-            raise InputError(f"Prompt {number} must be a string, got {type(prompt).__name__}.")
+        validate.text(prompt, f"Prompt {number}")
         ids.append(tokenizer.encode(prompt, add_bos=True))
         if len(ids[-1]) + max_new_tokens > runtime.context_length:
             raise InputError(
@@ -267,7 +267,6 @@ def generate_batch(runtime: ModelRuntime, prompts: Sequence[str], *, max_new_tok
                 f"{max_new_tokens} that exceeds the model's context of "
                 f"{runtime.context_length} tokens. Shorten it or lower max_new_tokens.")
     samplers = [resolved(sampler) for sampler in samplers]
-    stop_strings = [s for s in stop if s]
     stop_ids = tuple(sorted(tokenizer.stop_ids))
     model = decoder(runtime, runtime.active_hooks)
     groups: dict[str, list[int]] = {}
@@ -329,14 +328,9 @@ def _batch_record(runtime: ModelRuntime, prompt: str, prompt_ids: list[int],
     )
 
 
-def _check_max_new_tokens(max_new_tokens: Any) -> None:
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or not (
-        1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT
-    ):
-        raise InputError(
-            f"max_new_tokens must be an integer in 1..{MAX_NEW_TOKENS_LIMIT}, "
-            f"got {max_new_tokens!r}."
-        )
+def _vocabulary_size(runtime: ModelRuntime) -> int:
+    """Ids the tokenizer can show and the model can embed."""
+    return min(runtime.tokenizer.vocabulary_size, runtime.adapter.shape.vocabulary_size)
 
 
 def _texts(tokenizer: Any, ids: list[int]) -> list[str]:

@@ -7,9 +7,7 @@ import secrets
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import numpy as np
-
-from gemma_lab.errors import InputError
+from gemma_lab import validate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,16 +31,10 @@ class SamplerConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.temperature, (int, float)) or not np.isfinite(self.temperature):
-            raise InputError(f"temperature must be a number ≥ 0, got {self.temperature!r}.")
-        if self.temperature < 0:
-            raise InputError(f"temperature must be ≥ 0 (0 is greedy), got {self.temperature}.")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise InputError(f"top_k must be a positive integer or None, got {self.top_k!r}.")
-        if self.top_p is not None and not (0 < float(self.top_p) <= 1):
-            raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}.")
-        if self.seed is not None and not isinstance(self.seed, int):
-            raise InputError(f"seed must be an integer or None, got {self.seed!r}.")
+        # The shared checks (`gemma_lab.validate`); values are kept in plain Python form.
+        for name, check in (("temperature", validate.temperature), ("top_k", validate.top_k),
+                            ("top_p", validate.top_p), ("seed", validate.seed)):
+            object.__setattr__(self, name, check(getattr(self, name)))
 
     @property
     def greedy(self) -> bool:

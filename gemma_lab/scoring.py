@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gemma_lab import render
+from gemma_lab import render, validate
 from gemma_lab.decoding import decoder
 from gemma_lab.errors import InputError
 from gemma_lab.token_stats import PerTokenViews, TokenStats
@@ -103,6 +103,7 @@ def score_texts(runtime: ModelRuntime,
         where = f" (text {index})" if len(items) > 1 else ""
         if not isinstance(text, str) or not text:
             raise InputError(f"score() needs a non-empty string to score{where}.")
+        validate.text(text, f"The text{where}")
         ids = list(ids) if ids is not None else tokenizer.encode(text, add_bos=True)
         if speakers and len(speakers) != len(ids):
             raise InputError(f"{len(speakers)} speakers for {len(ids)} token ids{where}: give "

@@ -527,3 +527,54 @@ def test_divergence_is_seen_in_the_loss_or_the_lora_weights():
     _, layer = next(iter(lora.lora_layers(lab.backbone)))
     layer.lora_kernel_b.assign(np.full(layer.lora_kernel_b.shape, np.inf, dtype="float32"))
     assert "non-finite LoRA weights" in _divergence([5.1], lab.backbone)
+
+
+def _adapted_lab(name, trained=True):
+    """A tiny session with a trained adapter (the state a failed run must not lose)."""
+    from gemma_lab.models.loading import LoadedModel
+    from gemma_lab.session import GemmaLab
+    from gemma_lab.testing import tiny_causal_lm
+
+    lab = GemmaLab(LoadedModel(tiny_causal_lm(), name, "test", None, "float32"))
+    if trained:
+        lab.finetune(["hello world"] * 4, rank=2, epochs=1, batch_size=2, learning_rate=1e-2,
+                     seed=0, progress=False)
+    return lab
+
+
+def test_a_step_that_fails_mid_run_restores_the_adapter_from_before():
+    from gemma_lab.backend import import_keras
+    from gemma_lab.errors import GemmaLabError
+
+    lab = _adapted_lab("tiny-fail")
+    keras = import_keras()
+    name = lab.adapter_name
+    before = np.asarray(lab.score("hello world").logprobs)
+
+    class FailsAtStepTwo(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:  # step 1 already changed the LoRA matrices
+                raise MemoryError("RESOURCE_EXHAUSTED: out of memory allocating 9 GiB")
+
+    with pytest.raises(GemmaLabError, match="Fine-tuning failed at step") as failed:
+        lab.finetune(["the cat sat"] * 8, rank=2, epochs=1, batch_size=2,
+                     learning_rate=1e-2, callbacks=[FailsAtStepTwo()], progress=False)
+    assert "lower batch_size / rank / max_length" in str(failed.value)
+    assert lab.adapter_name == name
+    np.testing.assert_array_equal(lab.score("hello world").logprobs, before)
+    # and the session still trains, generates and unloads
+    lab.finetune(["the cat sat"] * 4, rank=2, epochs=1, batch_size=2, progress=False)
+    assert len(lab.generate("hello", max_new_tokens=2).token_ids) >= 1
+
+
+@pytest.mark.parametrize(("kwargs", "trained"), [
+    ({"batch_size": 10**6, "rank": 2}, True),
+    ({"rank": 10**8}, False)])  # a new rank needs a session without LoRA
+def test_a_step_that_cannot_fit_is_refused_before_anything_is_allocated(kwargs, trained):
+    lab = _adapted_lab("tiny-huge", trained)
+    name = lab.adapter_name
+    before = np.asarray(lab.score("hello world").logprobs)
+    with pytest.raises(InputError, match="would need about .* GiB of memory"):
+        lab.finetune(["hello world"] * 4, epochs=1, progress=False, **kwargs)
+    assert lab.adapter_name == name
+    np.testing.assert_array_equal(lab.score("hello world").logprobs, before)

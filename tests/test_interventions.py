@@ -269,8 +269,8 @@ def test_bad_interventions_get_one_clear_error(tiny_lab):
         (lambda: iv.ablate_heads([(0, 9)]), r"Head 9 of layer 0 is out of range.*0\.\.3"),
         (lambda: iv.ablate_heads([(3, 0)]), r"Layer 3 is out of range"),
         (lambda: iv.ablate_neurons(0, [10_000]), r"Neurons \[10000\].*out of range"),
-        (lambda: iv.ablate_heads([(0, 0)], mode="half"), "mode must be one of"),
-        (lambda: iv.ablate_heads("0.1"), r"\(layer, head\) pairs"),
+        (lambda: iv.ablate_heads([(0, 0)], mode="half"), "mode=.half.: choose one of"),
+        (lambda: iv.ablate_heads("0.1"), r"heads must be a list, e.g. \[\(3, 1\)"),
         (lambda: iv.add(np.ones((2, hidden)), layer=0), "one-dimensional"),
         (lambda: iv.add([np.nan] * hidden, layer=0), "NaN"),
         (lambda: iv.add(np.ones(hidden), layer=0, positions=[-1]), "non-negative"),
@@ -348,7 +348,7 @@ def test_every_new_result_renders_as_a_schema_valid_escaped_bundle(tiny_lab):
         bundle = result._repr_mimebundle_()
         payload = bundle[MIME_TYPE]
         jsonschema.Draft202012Validator(JSON_SCHEMA).validate(payload)
-        assert payload["version"] == SCHEMA_VERSION == 2
+        assert payload["version"] == SCHEMA_VERSION == 3
         kinds.add(payload["kind"])
         assert hostile not in bundle["text/html"] and "<script" not in bundle["text/html"]
         assert _start_tags(bundle["text/html"]) <= {"div", "span", "style", "table", "tr", "th",

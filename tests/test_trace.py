@@ -101,9 +101,9 @@ def test_layer_and_head_filters_select_the_same_matrices(lab, traced):
             np.testing.assert_array_equal(picked.attention_matrix(layer, head),
                                           picked.attention[i, j])
     np.testing.assert_allclose(picked.residual, traced.residual, atol=1e-6)
-    with pytest.raises(InputError, match="layers=7"):
+    with pytest.raises(InputError, match="layers: 7 is not an index"):
         lab.trace(TEXT, layers=[7])
-    with pytest.raises(InputError, match="heads=4"):
+    with pytest.raises(InputError, match="heads: 4 is not an index"):
         lab.trace(TEXT, heads=[4])
     with pytest.raises(InputError, match="layers=\\[2\\]"):
         picked.attention_matrix(2, 0)

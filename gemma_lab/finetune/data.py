@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab.errors import InputError
 
 _FORMAT_HINT = ('Each example is a string, or a {"prompt": ..., "response": ...} mapping '
@@ -108,7 +109,7 @@ def load_examples(data: Any, *, what: str = "data") -> list[Example]:
         [Example(prompt='Q: 1+1?', response=' 2'), Example(prompt='', response='plain text')]
     """
     if isinstance(data, (str, os.PathLike)):
-        return _from_file(Path(data), what)
+        return _from_file(Path(validate.text(os.fspath(data), f"The {what} path")), what)
     if _is_dataframe(data):
         records = _dataframe_records(data, what)
         if not records:
@@ -206,7 +207,7 @@ def _example(record: Any, where: str) -> Example:
     if isinstance(record, str):
         if not record.strip():
             raise InputError(f"{where}: empty text.")
-        return Example("", record)
+        return Example("", validate.text(record, where))
     if not isinstance(record, dict):
         raise InputError(f"{where}: expected a string or a dict, got "
                          f"{type(record).__name__}. {_FORMAT_HINT}")
@@ -220,12 +221,13 @@ def _example(record: Any, where: str) -> Example:
                 raise InputError(f"{where}: '{key}' {problem}. {_FORMAT_HINT}")
         if not record["response"]:
             raise InputError(f"{where}: 'response' is empty; there is nothing to learn.")
-        return Example(record["prompt"], record["response"])
+        return Example(validate.text(record["prompt"], f"{where}: 'prompt'"),
+                       validate.text(record["response"], f"{where}: 'response'"))
     if "text" in keys:
         value = record["text"]
         if not isinstance(value, str) or not value.strip():
             raise InputError(f"{where}: 'text' must be a non-empty string.")
-        return Example("", value)
+        return Example("", validate.text(value, f"{where}: 'text'"))
     raise InputError(f"{where}: no 'prompt'/'response' or 'text' field (has {sorted(keys)}). "
                      f"{_FORMAT_HINT}")
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab.backend import import_keras
 from gemma_lab.defaults import FINETUNE
 from gemma_lab.errors import GemmaLabError, InputError
@@ -35,10 +36,29 @@ MAX_COMPARE_EXAMPLES = 16
 MAX_LEARNING_RATE = 1.0  # Adam steps of more than 1 per weight never train a LoRA
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}.")
-    return value
+MAX_EPOCHS = 100_000
+
+
+def _positive_int(name: str, value: Any, high: int | None = None) -> int:
+    return validate.integer(value, name, low=1, high=high)
+
+
+def step_bytes(shape: Any, rank: int, batch_size: int, sequence_length: int) -> int:
+    """An estimate of the peak memory of one LoRA training step: the forward activations of
+    every layer kept for the backward pass, the vocabulary logits (and their softmax and
+    gradient) at every position, and the LoRA matrices of the query and value projections
+    with their gradients and Adam moments (float32).
+
+    Example:
+        >>> from gemma_lab.testing import tiny_runtime
+        >>> step_bytes(tiny_runtime().adapter.shape, 4, 4, 16) < 2**20
+        True
+    """
+    per_layer_lora = rank * (2 * shape.hidden_dim + (shape.num_heads + shape.num_kv_heads)
+                             * max(shape.head_dims or (shape.head_dim,)))
+    return (validate.forward_bytes(shape, batch_size, sequence_length, backward=True,
+                                   logits_rows=sequence_length)
+            + 4 * 4 * shape.num_layers * per_layer_lora)
 
 
 class FinetuneRun:
@@ -69,20 +89,22 @@ class FinetuneRun:
                  live_figure: bool | None = None):
         self.runtime = runtime
         self.rank = _positive_int("rank", rank)
-        self.epochs = _positive_int("epochs", epochs)
+        self.epochs = _positive_int("epochs", epochs, MAX_EPOCHS)
         self.batch_size = _positive_int("batch_size", batch_size)
-        self.max_length = _positive_int("max_length", max_length)
+        self.max_length = validate.integer(
+            max_length, "max_length", low=2, high=runtime.context_length,
+            hint="Tokens per training example (longer ones are cut), at most the context.")
         if (not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool)
                 or not math.isfinite(learning_rate) or not 0 < learning_rate <= MAX_LEARNING_RATE):
             raise InputError(
                 f"learning_rate must be a number in (0, {MAX_LEARNING_RATE:g}], got "
                 f"{learning_rate!r} (LoRA usually trains well at 1e-4 to 1e-2).")
         self.learning_rate = float(learning_rate)
-        self.seed = seed
-        self.keep_partial = bool(keep_partial)
+        self.seed = validate.seed(seed)
+        self.keep_partial = validate.flag(keep_partial, "keep_partial")
         self.progress = progress
         self.live_figure = live_figure
-        self.callbacks = list(callbacks or [])
+        self.callbacks = _callbacks(callbacks)
 
         examples = load_examples(data)
         self.train_examples, self.validation_examples = _split(examples, validation, seed)
@@ -98,6 +120,13 @@ class FinetuneRun:
         )
         self.data_sha256 = data_hash(self.train_examples)
         check_batch_size(runtime.distribution, self.batch_size)
+        # Refused before LoRA, the optimizer or one batch is allocated.
+        validate.fits_memory(
+            step_bytes(runtime.adapter.shape, self.rank, self.batch_size,
+                       self.train_data.sequence_length),
+            f"One training step (rank {self.rank}, batch_size {self.batch_size}, "
+            f"{self.train_data.sequence_length} tokens per example)",
+            "Lower batch_size, rank or max_length.")
         self.steps_per_epoch = -(-self.train_data.num_examples // self.batch_size)
         self.result: FinetuneResult | None = None
         self._stop_requested = threading.Event()
@@ -148,6 +177,7 @@ class FinetuneRun:
         causal_lm.preprocessor = None  # our arrays are already token ids
         started = time.perf_counter()
         positions = "position_ids" in causal_lm.backbone.input  # Gemma 4 takes them
+        failed: Exception | None = None
         try:
             with _ctrl_c_stops(self):
                 causal_lm.fit(
@@ -166,18 +196,26 @@ class FinetuneRun:
             # Raised by a callback at a step boundary; Keras has already put the
             # trained weights back on the model in its own `finally`.
             self._interrupted = True
+        except Exception as err:  # a step, a callback or the device failed: undo it all
+            failed = err
         finally:
             causal_lm.preprocessor = preprocessor
             feedback.close()
             _check_weights_present(causal_lm)
         fit_s = time.perf_counter() - started
+        if failed is not None:
+            self._restore(weights_before, adapter_before)
+            raise GemmaLabError(
+                f"Fine-tuning failed at step {len(recorder.train_loss) + 1} "
+                f"({type(failed).__name__}: {_one_line(failed)}): nothing was kept, the "
+                "session's adapter is the one it had before. Fix the cause (a callback, or "
+                "lower batch_size / rank / max_length if the device ran out of memory) and "
+                "train again.") from failed
 
         diverged = _divergence(recorder.train_loss, runtime.backbone)
         if diverged is not None:
             # All or nothing: the adapter the session had before comes back.
-            lora.assign_lora(runtime.backbone, weights_before)
-            runtime.adapter_name = adapter_before
-            runtime.invalidate_compiled()
+            self._restore(weights_before, adapter_before)
             raise InputError(
                 f"Fine-tuning diverged ({diverged}) at learning_rate {self.learning_rate:g}: "
                 "nothing was kept, the session's adapter is the one it had before. Lower the "
@@ -221,6 +259,32 @@ class FinetuneRun:
         if kept and steps:
             runtime.adapter_provenance = self.result  # what adapters.save() records
         return self.result
+
+
+    def _restore(self, weights: lora.LoraWeights, adapter: str | None) -> None:
+        """The LoRA matrices and adapter name from before the run, compiled code dropped."""
+        lora.assign_lora(self.runtime.backbone, weights)
+        self.runtime.adapter_name = adapter
+        self.runtime.invalidate_compiled()
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _callbacks(callbacks: Any) -> list[Any]:
+    """The user's Keras callbacks, checked before training."""
+    if callbacks is None:
+        return []
+    items = validate.sequence(callbacks, "callbacks", example="[MyCallback()]", ordered=True)
+    keras = import_keras()
+    for item in items:
+        if not isinstance(item, keras.callbacks.Callback):
+            raise InputError(f"callbacks holds {type(item).__name__}; each must be a "
+                             "keras.callbacks.Callback instance (e.g. a subclass with "
+                             "on_train_batch_end).")
+    return items
 
 
 def _split(examples: list[Example], validation: Any,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.decoding import bucket_length, padded
 from gemma_lab.errors import InputError
@@ -103,13 +104,11 @@ def _chosen(runtime: ModelRuntime, names: Sequence[str] | Callable[[str], bool] 
     if names is None:
         return tuple(every)
     if callable(names):
-        chosen = tuple(name for name in every if names(name))
+        chosen = tuple(name for name in every if validate.predicate(names, name))
         if not chosen:
             raise InputError("names= matched no hook point; lab.hook_points() lists them.")
         return chosen
-    if isinstance(names, str):
-        names = [names]
-    return check_names(list(dict.fromkeys(names)), runtime.adapter.num_layers,
+    return check_names(validate.point_names(names), runtime.adapter.num_layers,
                        runtime.adapter.point_names())
 
 
@@ -159,6 +158,7 @@ def run_with_cache(runtime: ModelRuntime,
     """
     if not isinstance(text, str) or not text:
         raise InputError("run_with_cache() needs a non-empty string to run.")
+    validate.text(text, "The text")
     chosen = _chosen(runtime, names)
     ids = list(ids) if ids is not None else runtime.tokenizer.encode(text, add_bos=True)
     n = len(ids)
@@ -166,14 +166,19 @@ def run_with_cache(runtime: ModelRuntime,
         raise InputError(f"The text has {n} tokens, more than the model's context of "
                          f"{runtime.context_length}. Use a shorter text.")
     shape = runtime.adapter.shape
-    sizes = {"logits": shape.vocabulary_size, "attn.pattern": shape.num_heads * n}
+    length = bucket_length(n, runtime.context_length)  # what the compiled pass records
+    sizes = {"logits": shape.vocabulary_size, "attn.pattern": shape.num_heads * length}
     width = max(shape.hidden_dim, shape.mlp_dim)
-    needed = sum(4 * n * next((v for k, v in sizes.items() if name.endswith(k)), width)
+    needed = sum(4 * length * next((v for k, v in sizes.items() if name.endswith(k)), width)
                  for name in chosen)
     if needed > MAX_CACHE_BYTES:
-        raise InputError(f"Keeping {len(chosen)} points over {n} tokens needs "
-                         f"{needed / 2**30:.1f} GiB. Pass names=[...] for fewer points, or a "
-                         "shorter text.")
+        raise InputError(f"Keeping {len(chosen)} points over {n} tokens (padded to {length}) "
+                         f"needs {needed / 2**30:.1f} GiB, more than the limit of "
+                         f"{MAX_CACHE_BYTES / 2**30:.0f} GiB. Pass names=[...] for fewer "
+                         "points, or a shorter text.")
+    validate.fits_memory(validate.forward_bytes(shape, 1, length) + needed,
+                         f"Running {n} tokens with {len(chosen)} points kept",
+                         "Pass names=[...] for fewer points, or a shorter text.")
 
     values = record_token_ids(runtime, ids, chosen)
     cut = {name: (value[:, :n, :n] if name.endswith("attn.pattern") else value[:n])

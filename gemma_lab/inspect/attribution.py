@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.decoding import padded
 from gemma_lab.errors import InputError
@@ -175,18 +176,19 @@ def attribute_text(runtime: ModelRuntime, prompt: str, target: str, method: str 
         >>> abs(a.completeness_error) < 0.05 * abs(a.target_logprob - a.baseline_logprob)
         True
     """
-    if method not in METHODS:
-        raise InputError(f"method={method!r}: choose one of {', '.join(METHODS)}.")
+    validate.choice(method, METHODS, "method")
     if not isinstance(prompt, str) or not prompt:
         raise InputError("attribute() needs a non-empty prompt to attribute to.")
     if not isinstance(target, str) or not target:
         raise InputError("attribute() needs a non-empty target, e.g. target=\" Paris\".")
+    validate.text(prompt, "The prompt")
+    validate.text(target, "The target")
+    steps = validate.integer(steps, "steps", low=1, high=validate.MAX_ATTRIBUTION_STEPS,
+                             hint="Integrated gradients needs at least 1; 256 is accurate.")
     if method == "integrated_gradients":
         from gemma_lab.features import require
 
         require(runtime.adapter, "integrated gradients", "Use method=\"grad_x_input\".")
-    if method == "integrated_gradients" and int(steps) < 1:
-        raise InputError(f"steps={steps}: integrated gradients needs at least 1 step.")
     tokenizer = runtime.tokenizer
     prompt_ids = tokenizer.encode(prompt, add_bos=True)
     target_ids = tokenizer.encode(target)
@@ -197,6 +199,13 @@ def attribute_text(runtime: ModelRuntime, prompt: str, target: str, method: str 
         raise InputError(f"Prompt and target have {len(token_ids)} tokens, more than the "
                          f"model's context of {runtime.context_length}.")
     prompt_length = len(prompt_ids)
+    # One compiled forward + backward pass over the padded sequence, its target logits.
+    rows = min(steps, STEPS_PER_BATCH) if method == "integrated_gradients" else 1
+    validate.fits_memory(
+        validate.forward_bytes(runtime.adapter.shape, rows, _power_of_two(len(token_ids),
+                               MIN_LENGTH), backward=True,
+                               logits_rows=_power_of_two(len(target_ids))),
+        f"Attributing over {len(token_ids)} tokens", "Use a shorter prompt or target.")
 
     compiled = target_logprob_for(runtime, runtime.active_hooks)
     inputs = compiled.inputs(token_ids, prompt_length)
@@ -210,7 +219,7 @@ def attribute_text(runtime: ModelRuntime, prompt: str, target: str, method: str 
         values, grad = compiled.gradient(x, inputs)
         gradient, value, baseline_value, used_steps = grad[0], float(values[0]), None, None
     else:
-        used_steps = int(steps)
+        used_steps = steps
         alphas, weights = path_points(used_steps)
         batch = min(used_steps, STEPS_PER_BATCH)
         gradient = np.zeros_like(delta)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab.backend import to_numpy
 from gemma_lab.errors import InputError
 from gemma_lab.features import require
@@ -149,6 +150,10 @@ def logit_attribution(runtime: ModelRuntime, text: str, target: str | None = Non
     """
     require(runtime.adapter, "logit attribution",
             "Use lab.attribute(...) or hooks on attn_out / mlp_out with lab.compare(...).")
+    if target is not None and (not isinstance(target, str) or not target):
+        raise InputError("target must be a non-empty string (or None for the model's top "
+                         "prediction).")
+    validate.optional_text(target, "The target")
     shape = runtime.adapter.shape
     layers = shape.num_layers
     names = (["blocks.0.resid_pre", "final_norm"]
@@ -162,9 +167,6 @@ def logit_attribution(runtime: ModelRuntime, text: str, target: str | None = Non
     if target is None:
         target_id = int(np.argmax(logits))
     else:
-        if not isinstance(target, str) or not target:
-            raise InputError("target must be a non-empty string (or None for the model's top "
-                             "prediction).")
         target_ids = runtime.tokenizer.encode(target, add_bos=False)
         if not target_ids:
             raise InputError(f"The target {target!r} encodes to no tokens.")

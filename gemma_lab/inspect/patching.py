@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab._progress import progress_counter
 from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.decoding import bucket_length
@@ -191,6 +192,7 @@ def _prompt_ids(runtime: ModelRuntime, clean: str, corrupted: str) -> tuple[list
     for name, text in (("clean", clean), ("corrupted", corrupted)):
         if not isinstance(text, str) or not text:
             raise InputError(f"patch() needs a non-empty {name} prompt string.")
+        validate.text(text, f"The {name} prompt")
     tokenizer = runtime.tokenizer
     clean_ids = tokenizer.encode(clean, add_bos=True)
     corrupted_ids = tokenizer.encode(corrupted, add_bos=True)
@@ -215,10 +217,10 @@ def patch_sweep(runtime: ModelRuntime, clean: str, corrupted: str, target: str,
         >>> r.scores.shape[0], r.scores.shape[1] == len(r.tokens)
         (2, True)
     """
-    if over not in OVER:
-        raise InputError(f"over={over!r}: choose one of {', '.join(map(repr, OVER))}.")
+    validate.choice(over, OVER, "over")
     if not isinstance(target, str) or not target:
         raise InputError("patch() needs a non-empty target string, e.g. target=' Paris'.")
+    validate.text(target, "The target")
     clean_ids, corrupted_ids = _prompt_ids(runtime, clean, corrupted)
     target_ids = runtime.tokenizer.encode(target, add_bos=False)
     if not target_ids:
@@ -241,6 +243,18 @@ def patch_sweep(runtime: ModelRuntime, clean: str, corrupted: str, target: str,
                                + [(0, widest - recorded[name].shape[-1])]) for name in names])
 
     columns = shape.num_heads if over == "heads" else n
+    runs = 2 + layers * columns
+    if runs * length > validate.MAX_PATCH_TOKENS:
+        raise InputError(
+            f"Patching {over} over {n} tokens runs {runs} forward passes of {length} tokens "
+            f"({runs * length:,} in all), more than the limit of "
+            f"{validate.MAX_PATCH_TOKENS:,} (gemma_lab.validate.MAX_PATCH_TOKENS): it would "
+            "run for many minutes. Patch shorter prompts, or over='heads'.")
+    validate.fits_memory(
+        validate.forward_bytes(shape, BATCH, length, logits_rows=t)
+        + 4 * layers * length * shape.num_heads * max(shape.head_dims or (shape.head_dim,))
+        + 4 * layers * length * max(shape.hidden_dim, shape.mlp_dim),
+        f"Patching {n} tokens", "Patch shorter prompts.")
     # Row 0: the clean prompt, row 1: the corrupted one, unpatched (row layer -1).
     rows = [(-1, 0, clean_ids), (-1, 0, corrupted_ids)]
     rows += [(layer, column, corrupted_ids) for layer in range(layers)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab.errors import InputError
 from gemma_lab.inspect.activations import run_with_cache
 
@@ -15,11 +16,11 @@ if TYPE_CHECKING:
 
 
 def _texts(texts: str | Sequence[str], what: str) -> list[str]:
-    chosen = [texts] if isinstance(texts, str) else list(texts)
-    if not chosen or not all(isinstance(t, str) and t for t in chosen):
+    if not isinstance(texts, (str, list, tuple)) or not texts or not all(
+            isinstance(t, str) and t for t in ([texts] if isinstance(texts, str) else texts)):
         raise InputError(f"steering_vector() needs {what} as a non-empty string or a list of "
                          "them.")
-    return chosen
+    return validate.texts(texts, f"The {what} texts")
 
 
 def _mean_residual(runtime: ModelRuntime, texts: list[str], name: str) -> np.ndarray:

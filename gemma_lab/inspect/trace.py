@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab.backend import import_keras, to_numpy
 from gemma_lab.decoding import bucket_length, padded
 from gemma_lab.errors import InputError
@@ -78,18 +79,8 @@ def tracer_for(runtime: ModelRuntime) -> Tracer:
 
 
 def _selection(values: Sequence[int] | int | None, count: int, what: str) -> tuple[int, ...]:
-    if values is None:
-        return tuple(range(count))
-    if isinstance(values, (int, np.integer)):
-        values = [values]
-    chosen = []
-    for value in values:
-        index = int(value)
-        if not -count <= index < count:
-            raise InputError(f"{what}={value} is out of range: the model has {count} {what} "
-                             f"(0 to {count - 1}).")
-        chosen.append(index % count)
-    return tuple(sorted(set(chosen)))
+    """Indices 0..count - 1 (or counted from the end, -1 the last), None for all."""
+    return validate.indices(values, count, what, negative=True)
 
 
 def trace_text(runtime: ModelRuntime, text: str, layers: Sequence[int] | int | None = None,
@@ -109,6 +100,7 @@ def trace_text(runtime: ModelRuntime, text: str, layers: Sequence[int] | int | N
     """
     if not isinstance(text, str) or not text:
         raise InputError("trace() needs a non-empty string to trace.")
+    validate.text(text, "The text")
     shape = runtime.adapter.shape
     tokenizer = runtime.tokenizer
     ids = list(ids) if ids is not None else tokenizer.encode(text, add_bos=True)
@@ -118,16 +110,22 @@ def trace_text(runtime: ModelRuntime, text: str, layers: Sequence[int] | int | N
                          f"{runtime.context_length}. Trace a shorter text.")
     layers = _selection(layers, shape.num_layers, "layers")
     heads = _selection(heads, shape.num_heads, "heads")
-    attention_bytes = 4 * len(layers) * len(heads) * n * n
+    length = bucket_length(n, runtime.context_length)  # the compiled pass runs padded
+    attention_bytes = 4 * len(layers) * len(heads) * length * length
     if attention_bytes > MAX_ATTENTION_BYTES:
         raise InputError(
-            f"Attention for {len(layers)} layers × {len(heads)} heads over {n} tokens needs "
-            f"{attention_bytes / 2**30:.1f} GiB. Pass layers=[...] and/or heads=[...] to trace "
-            "fewer, or a shorter text."
+            f"Attention for {len(layers)} layers × {len(heads)} heads over {n} tokens (padded "
+            f"to {length}) needs {attention_bytes / 2**30:.1f} GiB, more than the limit of "
+            f"{MAX_ATTENTION_BYTES / 2**30:.0f} GiB. Pass layers=[...] and/or heads=[...] to "
+            "trace fewer, or a shorter text."
         )
+    # The forward pass itself, the attention kept and the residual stream of every layer.
+    validate.fits_memory(
+        validate.forward_bytes(shape, 1, length) + attention_bytes
+        + 4 * (shape.num_layers + 1) * length * shape.hidden_dim,
+        f"Tracing {n} tokens", "Trace a shorter text, or fewer layers=[...] / heads=[...].")
 
     tracer = tracer_for(runtime)
-    length = bucket_length(n, runtime.context_length)
     residual, attention = to_numpy(tracer.forward(layers, heads, runtime.active_hooks)(
         *padded(ids, length)))
     residual = residual[:, :n]

@@ -14,9 +14,11 @@ import shlex
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
+from gemma_lab import validate
 from gemma_lab.backend import BACKENDS
-from gemma_lab.defaults import FINETUNE, MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
+from gemma_lab.defaults import FINETUNE, MAX_NEW_TOKENS
 from gemma_lab.errors import InputError
+from gemma_lab.models.distribution import DISTRIBUTIONS, parse_mesh
 from gemma_lab.models.loading import DTYPES
 
 # The one list of output formats: the parser's choices, the record's check and the config trait.
@@ -78,46 +80,49 @@ def _parser(prog: str, description: str, epilog: str | None = None) -> _Parser:
 
 
 # --- value types (argparse turns their ValueError into a one-line error) ---------------------
+# Each parses the text, then applies the check the Python API applies (gemma_lab.validate).
+def _checked(check: Any, value: Any) -> Any:
+    try:
+        return check(value)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err).rstrip(".")) from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+    return _checked(lambda v: validate.integer(v, "the value", low=1), int(text))
+
+
+def _mesh(text: str) -> tuple[int, int]:
+    return _checked(parse_mesh, text)
 
 
 def _max_new_tokens(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= MAX_NEW_TOKENS_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be in 1..{MAX_NEW_TOKENS_LIMIT}, got {text}")
-    return value
+    return _checked(validate.max_new_tokens, int(text))
+
+
+def _top_k(text: str) -> int:
+    return _checked(validate.top_k, int(text))
+
+
+def _seed(text: str) -> int:
+    return _checked(validate.seed, int(text))
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text}")
-    return value
+    return _checked(lambda v: validate.integer(v, "the value", low=0), int(text))
 
 
 def _temperature(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number ≥ 0 (0 is greedy), got {text}")
-    return value
+    return _checked(validate.temperature, float(text))
 
 
 def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+    return _checked(validate.top_p, float(text))
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
+    return _checked(lambda v: validate.number(v, "the value", low=0.0, low_open=True),
+                    float(text))
 
 
 def _heads(text: str) -> list[tuple[int, int]]:
@@ -139,7 +144,7 @@ def _steer(text: str) -> tuple[str, int, float]:
     try:
         if not at or not is_variable_name(name) or not layer.isdigit():
             raise ValueError
-        value = float(scale) if colon else 1.0
+        value = validate.number(float(scale), "scale") if colon else 1.0
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not VAR@LAYER[:SCALE] (e.g. --steer calm@6:4)") from None
@@ -153,6 +158,7 @@ def _stop_string(text: str) -> str:
 
 for _fn, _name in [(_heads, "LAYER.HEAD list"), (_steer, "VAR@LAYER[:SCALE]"),
                    (_positive_int, "positive integer"), (_max_new_tokens, "integer"),
+                   (_top_k, "integer"), (_seed, "integer"),
                    (_non_negative_int, "integer"), (_temperature, "number"),
                    (_probability, "probability"), (_positive_float, "number")]:
     _fn.__name__ = _name  # argparse names the type in "invalid <name> value" messages
@@ -283,12 +289,12 @@ def cell_parser(defaults: CellArgs) -> _Parser:
                          help="tokens to generate at most")
     sampler.add_argument("--temperature", type=_temperature, metavar="T",
                          help="0 is greedy; higher samples more freely")
-    sampler.add_argument("--top-k", type=_positive_int, metavar="K",
+    sampler.add_argument("--top-k", type=_top_k, metavar="K",
                          help="sample among the K most likely tokens; none keeps all")
     sampler.add_argument("--top-p", type=_probability, metavar="P",
                          help="sample from the smallest set of tokens reaching this "
                               "probability; none keeps all")
-    sampler.add_argument("--seed", type=int, metavar="S", help="random seed for sampling")
+    sampler.add_argument("--seed", type=_seed, metavar="S", help="random seed for sampling")
     sampler.add_argument("--stop", type=_stop_string, action="append", metavar="STR",
                          help="stop at this string (repeatable; \\n is a newline)")
     analysis = parser.add_argument_group("analysis")
@@ -394,11 +400,18 @@ def parse_patch(line: str) -> PatchArgs:
 # --- %gemma ---------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class LoadArgs:
-    """`%gemma load [SPEC] [--backend B] [--dtype D]`."""
+    """`%gemma load [SPEC] [--backend B] [--dtype D] [--distribution K] [--mesh DxM]`."""
 
     spec: str | None = None
     backend: str | None = None
     dtype: str = "float32"
+    distribution: str | None = None
+    mesh: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mesh is not None and self.distribution is None:
+            raise InputError("--mesh needs --distribution model_parallel or data_parallel "
+                             "(e.g. %gemma load --distribution model_parallel --mesh 2x4).")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -474,6 +487,12 @@ def line_parser() -> _Parser:
                       help="Keras backend, chosen before Keras starts; none keeps "
                            "GEMMA_LAB_BACKEND / KERAS_BACKEND or jax")
     load.add_argument("--dtype", choices=DTYPES, default="float32", help="weights dtype")
+    load.add_argument("--distribution", choices=DISTRIBUTIONS,
+                      help="JAX only: shard the weights (model_parallel) or the batches "
+                           "(data_parallel) over keras.distribution.list_devices()")
+    load.add_argument("--mesh", type=_mesh, metavar="DxM",
+                      help="the (data x model) device mesh, e.g. 2x4; none uses every device "
+                           "on the distribution's axis")
 
     add("info", help="show the loaded model: id, architecture, size, backend, memory",
         description="Show the loaded model.")
@@ -531,7 +550,9 @@ def parse_line(line: str) -> LineArgs:
 
     Example:
         >>> parse_line("load --dtype bfloat16")
-        LoadArgs(spec=None, backend=None, dtype='bfloat16')
+        LoadArgs(spec=None, backend=None, dtype='bfloat16', distribution=None, mesh=None)
+        >>> parse_line("load --distribution model_parallel --mesh 2x4").mesh
+        (2, 4)
     """
     words = _split(line, "%gemma")
     if words in (["-h"], ["--help"]):
