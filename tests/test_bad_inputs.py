@@ -574,7 +574,7 @@ def test_a_step_that_cannot_fit_is_refused_before_anything_is_allocated(kwargs, 
     lab = _adapted_lab("tiny-huge", trained)
     name = lab.adapter_name
     before = np.asarray(lab.score("hello world").logprobs)
-    with pytest.raises(InputError, match="would need about .* GiB of memory"):
+    with pytest.raises(InputError, match=r"would need about .* GiB of memory"):
         lab.finetune(["hello world"] * 4, epochs=1, progress=False, **kwargs)
     assert lab.adapter_name == name
     np.testing.assert_array_equal(lab.score("hello world").logprobs, before)
