@@ -39,6 +39,8 @@ _LAZY = {
     "Generation": "gemma_lab.generation",
     "GenerationStream": "gemma_lab.generation",
     "Score": "gemma_lab.scoring",
+    "load_sae": "gemma_lab.sae",
+    "SAE": "gemma_lab.sae",
 }
 
 
@@ -65,6 +67,7 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 __all__ = [
+    "SAE",
     "BackendError",
     "CacheError",
     "GGUFError",
@@ -79,5 +82,6 @@ __all__ = [
     "NoModelError",
     "Score",
     "load",
+    "load_sae",
     "set_backend",
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gemma_lab import validate
 from gemma_lab.errors import InputError
 from gemma_lab.forward.points import HookContext, HookSet, ModelShape, block_point
 
@@ -47,12 +48,27 @@ def _row_mask(ctx: HookContext, positions: tuple[int, ...] | None) -> Any:
 def _positions(positions: Iterable[int] | int | None) -> tuple[int, ...] | None:
     if positions is None:
         return None
-    values = [positions] if isinstance(positions, (int, np.integer)) else list(positions)
-    if not values or any(not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 0
+    values = [positions] if validate.is_integer(positions) else validate.sequence(
+        positions, "positions", example="[0, 3]")
+    if not values or any(not validate.is_integer(p) or not 0 <= p <= validate.INT32_LIMIT
                          for p in values):
         raise InputError(f"positions must be non-negative token positions (<bos> is 0), got "
                          f"{positions!r}.")
     return tuple(sorted({int(p) for p in values}))
+
+
+def _indices(values: Iterable[int] | int, what: str) -> tuple[int, ...]:
+    """One index or a non-empty list of them (range checks: the hook's `check`)."""
+    items = [values] if validate.is_integer(values) else validate.sequence(
+        values, what, example="[0, 5, 7]")
+    if not items or any(not validate.is_integer(v) for v in items):
+        raise InputError(f"{what} must be {what[:-1]} indices (integers), e.g. [0, 5], got "
+                         f"{values!r}.")
+    return tuple(sorted({int(v) for v in items}))
+
+
+def _layer(layer: Any) -> int:
+    return validate.integer(layer, "layer", low=0, hint="Layers count from 0 (a block index).")
 
 
 def _vector(value: Any, what: str) -> np.ndarray:
@@ -73,13 +89,19 @@ def _means(reference: Any, name: str) -> np.ndarray:
             raise InputError(f"The means given have no {name!r}; give a mapping with that "
                              "point or an ActivationCache that holds it.")
         return _vector(reference[name], f"The mean of {name!r}")
-    caches = [reference] if hasattr(reference, "tokens") else list(reference or [])
+    caches = [reference] if hasattr(reference, "tokens") else [] if reference is None else (
+        validate.sequence(reference, "reference", example="[lab.run_with_cache(text)]"))
     if not caches:
         raise InputError(
             "Mean ablation needs reference activations: reference=lab.run_with_cache(text, "
             f"names=[{name!r}]) (or a list of such caches for a dataset).")
     rows = []
     for cache in caches:
+        if not hasattr(cache, "tokens") or not isinstance(getattr(cache, "values", None),
+                                                           Mapping):
+            raise InputError(f"reference holds {type(cache).__name__}, not an ActivationCache: "
+                             f"give lab.run_with_cache(text, names=[{name!r}]) or a list of "
+                             "those.")
         if name not in getattr(cache, "values", {}):
             raise InputError(f"The reference cache of {cache.text[:30]!r} has no {name!r}: "
                              f"run lab.run_with_cache(text, names=[{name!r}]).")
@@ -230,20 +252,21 @@ class Patch:
 
 
 def _pairs(heads: Any) -> list[tuple[int, int]]:
-    try:
-        pairs = [(int(layer), int(head)) for layer, head in heads]
-    except (TypeError, ValueError) as err:
-        raise InputError(f"heads must be (layer, head) pairs like [(3, 1), (5, 0)], got "
-                         f"{heads!r}.") from err
+    items = validate.sequence(heads, "heads", example="[(3, 1), (5, 0)]")
+    pairs = []
+    for item in items:
+        if (not isinstance(item, (tuple, list)) or len(item) != 2
+                or not all(validate.is_integer(v) for v in item)):
+            raise InputError(f"heads must be (layer, head) pairs of integers like "
+                             f"[(3, 1), (5, 0)], got {item!r} in {heads!r}.")
+        pairs.append((int(item[0]), int(item[1])))
     if not pairs:
         raise InputError("ablate_heads() needs at least one (layer, head) pair.")
     return pairs
 
 
 def _mode(mode: str) -> str:
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {MODES}, got {mode!r}.")
-    return mode
+    return validate.choice(mode, MODES, "mode")
 
 
 def ablate_heads(heads: Iterable[tuple[int, int]], mode: str = "zero",
@@ -285,16 +308,11 @@ def ablate_neurons(layer: int, neurons: Iterable[int] | int, mode: str = "zero",
         True
     """
     mode = _mode(mode)
-    values = [neurons] if isinstance(neurons, (int, np.integer)) else list(neurons)
-    if not values or any(not isinstance(n, (int, np.integer)) or isinstance(n, bool)
-                         for n in values):
-        raise InputError(f"neurons must be neuron indices, got {neurons!r}.")
-    if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool):
-        raise InputError(f"layer must be a block index, got {layer!r}.")
-    name = f"blocks.{int(layer)}.mlp.post"
+    chosen = _indices(neurons, "neurons")
+    layer = _layer(layer)
+    name = f"blocks.{layer}.mlp.post"
     means = _means(reference, name) if mode == "mean" else None
-    return HookSet.of({name: AblateNeurons(int(layer), tuple(sorted({int(n) for n in values})),
-                                           mode, means)})
+    return HookSet.of({name: AblateNeurons(layer, chosen, mode, means)})
 
 
 def ablate_experts(layer: int, experts: Iterable[int] | int) -> HookSet:
@@ -309,14 +327,9 @@ def ablate_experts(layer: int, experts: Iterable[int] | int) -> HookSet:
         >>> ablated != lab.score("hello world").total_logprob
         True
     """
-    values = [experts] if isinstance(experts, (int, np.integer)) else list(experts)
-    if not values or any(not isinstance(e, (int, np.integer)) or isinstance(e, bool)
-                         for e in values):
-        raise InputError(f"experts must be expert indices, got {experts!r}.")
-    if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool):
-        raise InputError(f"layer must be a block index, got {layer!r}.")
-    return HookSet.of({f"blocks.{int(layer)}.moe.router": AblateExperts(
-        int(layer), tuple(sorted({int(e) for e in values})))})
+    chosen = _indices(experts, "experts")
+    layer = _layer(layer)
+    return HookSet.of({f"blocks.{layer}.moe.router": AblateExperts(layer, chosen)})
 
 
 def add(vector: Any, layer: int, scale: float = 1.0,
@@ -334,17 +347,14 @@ def add(vector: Any, layer: int, scale: float = 1.0,
         >>> steered != lab.score("hello world").total_logprob
         True
     """
-    if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool):
-        raise InputError(f"layer must be a block index, got {layer!r}.")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating)) or not (
-            np.isfinite(scale)):
-        raise InputError(f"scale must be a finite number, got {scale!r}.")
+    layer = _layer(layer)
+    scale = validate.number(scale, "scale")
     array = _vector(vector, "The steering vector")
     if array.ndim != 1:
         raise InputError(f"The steering vector must be one-dimensional [hidden], got shape "
                          f"{array.shape}.")
-    name = f"blocks.{int(layer)}.resid_post"
-    return HookSet.of({name: Add(name, array, float(scale), _positions(positions))})
+    name = f"blocks.{layer}.resid_post"
+    return HookSet.of({name: Add(name, array, scale, _positions(positions))})
 
 
 def patch(cache: Any, names: str | Sequence[str] | None = None,
@@ -369,7 +379,7 @@ def patch(cache: Any, names: str | Sequence[str] | None = None,
     if names is None:  # every point the cache holds that can be written position by position
         chosen = [name for name in cache if not name.endswith("attn.pattern")]
     else:
-        chosen = [names] if isinstance(names, str) else list(names)
+        chosen = validate.point_names(names)
     fns = {}
     for name in chosen:
         if name not in cache.values:
@@ -384,5 +394,30 @@ def patch(cache: Any, names: str | Sequence[str] | None = None,
     return HookSet.of(fns)
 
 
+
+
+def sae_splice(sae: Any, ablate: Iterable[int] | int | None = None,
+               clamp: Mapping[int, float] | None = None,
+               keep_error: bool | None = None) -> HookSet:
+    """Splice an SAE in at its hook point: the value becomes the SAE's reconstruction, with
+    features `ablate` switched off and features in `clamp` ({feature: activation}) held at a
+    value. With features edited the SAE's error term is added back by default
+    (`keep_error`), so only those features' decoder directions change the run.
+
+    Example:
+        >>> from gemma_lab.testing import tiny_session
+        >>> from gemma_lab.sae import SAE
+        >>> lab = tiny_session()
+        >>> exact = SAE.identity_like(32, hook="blocks.0.resid_post", seed=0)
+        >>> with lab.hooks(sae_splice(exact)):
+        ...     spliced = lab.score("hello world").total_logprob
+        >>> abs(spliced - lab.score("hello world").total_logprob) < 1e-3
+        True
+    """
+    from gemma_lab.sae.splice import splice
+
+    return HookSet.of(splice(sae, ablate=ablate, clamp=clamp, keep_error=keep_error))
+
+
 __all__ = ["MODES", "HookSet", "ablate_experts", "ablate_heads", "ablate_neurons", "add",
-           "patch"]
+           "patch", "sae_splice"]

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 SIGNIFICANT_DIGITS = 6
 _EXTRAS = ("prompt", "summary", "attention", "lens", "attribution", "loss", "cache",
-           "patching", "logit_attribution", "comparison", "classification")
+           "patching", "logit_attribution", "comparison", "classification", "features")
 _CSS_PREFIX = "gemma-lab"
 
 
@@ -64,7 +64,7 @@ def payload(kind: str, text: str, tokens: Sequence[Mapping[str, Any]],
     Example:
         >>> p = payload("score", "hi", [token_entry("scored", "hi", 7, prob=0.5)])
         >>> p["version"], p["tokens"][0]["prob"], p["truncated"]
-        (2, 0.5, False)
+        (3, 0.5, False)
     """
     unknown = set(extras) - set(_EXTRAS)
     if unknown:
@@ -359,6 +359,8 @@ def _metadata_footer(data: Mapping[str, Any]) -> Html:
         fields.append(f"seed {metadata['seed']}")
     if "adapter" in metadata:
         fields.append(f"adapter {metadata['adapter'] or 'none'}")
+    if metadata.get("mesh"):
+        fields.append(str(metadata["mesh"]))
     for key, value in (data.get("summary") or {}).items():
         shown = f"{value:.4g}" if isinstance(value, float) else value
         fields.append(f"{key.replace('_', ' ')} {shown}")

@@ -135,11 +135,37 @@ def classification_html(data: Mapping[str, Any]) -> Html:
                                "P(violation)")])
 
 
+def features_html(data: Mapping[str, Any]) -> Html:
+    """SAE features: the strongest features (rows) over the tokens (columns), darker =
+    stronger, and the reconstruction numbers."""
+    features = data["features"]
+    tokens = [t.get("piece") or t.get("text", "") for t in data.get("tokens", [])]
+    top = features.get("top", [])[:16]
+    # <bos> left out: its outsized activations would wash out the text's own tokens.
+    columns = [f"{i}:{piece}" for i, piece in enumerate(tokens)][1:]
+    values = [[(v if v else None) for v in row["acts"][1:len(columns) + 1]] for row in top]
+    caption = (f"SAE features at {features['hook']} ({features['width']:,} features) · "
+               f"variance explained {_percent(features.get('variance_explained'))} · "
+               f"L0 {_number(features.get('l0'))} · loss added by splicing "
+               f"{_number(features.get('loss_added'))} nats · empty cell: inactive · "
+               "<bos> not shown")
+    parts = [tag("div", caption, class_=f"{PREFIX}-legend")]
+    if top:
+        parts.append(heatmap_table([f"f{row['feature']}" for row in top], columns, values,
+                                   "activation"))
+    return join(parts)
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.1f}%"
+
+
 def _number(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.4g}"
 
 
 VIEWS = {"patching": patching_html, "logit_attribution": logit_attribution_html,
-         "cache": cache_html, "classification": classification_html}
+         "cache": cache_html, "classification": classification_html,
+         "features": features_html}
 
 __all__ = ["STYLE", "VIEWS", "diverging_colour", "heatmap_table"]

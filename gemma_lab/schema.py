@@ -12,7 +12,8 @@ MIME_TYPE = "application/vnd.gemma-lab.v1+json"
 # 2 (gemma_lab 0.3): adds the kinds "cache", "patching", "logit_attribution",
 # "comparison", "classification" and their fields; every v1 payload is still valid v2
 # apart from its version number.
-SCHEMA_VERSION = 2
+# 3 (gemma_lab 0.4): adds the kind "features" (SAE feature activations) and its field.
+SCHEMA_VERSION = 3
 
 # Payload caps: larger arrays are summarised and `truncated` says so.
 MAX_TOKENS = 2048
@@ -56,9 +57,11 @@ JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["version", "kind", "text", "tokens", "metadata"],
     "properties": {
-        "version": {"enum": [1, SCHEMA_VERSION]},  # v1 payloads (saved notebooks) still render
+        # older payloads (saved notebooks) still render
+        "version": {"enum": [1, 2, SCHEMA_VERSION]},
         "kind": {"enum": ["generation", "score", "trace", "attribution", "finetune", "cache",
-                          "patching", "logit_attribution", "comparison", "classification"]},
+                          "patching", "logit_attribution", "comparison", "classification",
+                          "features"]},
         "text": {"type": "string"},
         "prompt": {"type": "string"},
         "tokens": {"type": "array", "items": _token},
@@ -100,6 +103,30 @@ JSON_SCHEMA: dict[str, Any] = {
                 "method": {"type": "string"},
                 "target": {"type": "string"},
                 "scores": {"type": "array", "items": {"type": "number"}},
+            },
+        },
+        # kind "features": an SAE's features over the tokens (<bos> first).
+        "features": {
+            "type": "object",
+            "required": ["hook", "width", "per_token", "top"],
+            "properties": {
+                "hook": {"type": "string"},
+                "width": {"type": "integer"},
+                "source": {"type": "string"},
+                # per_token[position]: [feature, activation] pairs, strongest first.
+                "per_token": {"type": "array", "items": {"type": "array", "items": {
+                    "type": "array", "prefixItems": [{"type": "integer"}, {"type": "number"}],
+                    "minItems": 2, "maxItems": 2}}},
+                # The strongest features over the text, each with its activation everywhere.
+                "top": {"type": "array", "items": {
+                    "type": "object", "required": ["feature", "acts"],
+                    "properties": {"feature": {"type": "integer"}, "max": {"type": "number"},
+                                   "acts": {"type": "array", "items": {"type": "number"}}}}},
+                # ‖x - x̂‖² / ‖x‖² at each position.
+                "relative_error": {"type": "array", "items": {"type": ["number", "null"]}},
+                "variance_explained": {"type": ["number", "null"]},
+                "loss_added": {"type": ["number", "null"]},
+                "l0": {"type": ["number", "null"]},
             },
         },
         # kind "cache": one row per recorded hook point.
@@ -200,6 +227,7 @@ JSON_SCHEMA: dict[str, Any] = {
                 "sampler": {"type": "object"},
                 "seed": {"type": ["integer", "null"]},
                 "adapter": {"type": ["string", "null"]},
+                "mesh": {"type": "string"},
                 "timing": {"type": "object"},
             },
         },

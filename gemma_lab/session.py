@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
-from gemma_lab import defaults
+from gemma_lab import defaults, validate
 from gemma_lab.chat import Chat
 from gemma_lab.chat_template import CheckpointTemplate
 from gemma_lab.classify import Classification, classify
@@ -36,6 +36,10 @@ from gemma_lab.inspect.trace import trace_text
 from gemma_lab.model_info import ModelInfo, model_info
 from gemma_lab.models.loading import DTYPES, LoadedModel, load_model
 from gemma_lab.runtime import ModelRuntime
+from gemma_lab.sae.examples import FeatureExamples, feature_examples
+from gemma_lab.sae.features import FeatureActivations, feature_activations
+from gemma_lab.sae.model import SAE
+from gemma_lab.sae.train import train_sae
 from gemma_lab.sampling import SamplerConfig, resolved
 from gemma_lab.scoring import Score, score_text, score_texts
 from gemma_lab.tokenizer import Tokenizer
@@ -156,14 +160,13 @@ class GemmaLab:
             True
         """
         self.runtime.ensure_idle("generate")
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
         return GenerationStream(
             self.runtime,
             prompt,
             max_new_tokens=max_new_tokens,
             sampler=SamplerConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed),
-            stop=stops,
-            prompt_ids=None if prompt_ids is None else [int(i) for i in prompt_ids],
+            stop=stop,  # checked there (gemma_lab.validate), as prompt_ids are
+            prompt_ids=prompt_ids,
         )
 
     def generate(self, prompt: str | Sequence[str], max_new_tokens: int = defaults.MAX_NEW_TOKENS,
@@ -208,8 +211,7 @@ class GemmaLab:
                         progress: bool) -> list[Generation]:
         """`generate` of several prompts and / or `n` samples each (see there)."""
         self.runtime.ensure_idle("generate")
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1024:
-            raise InputError(f"n (samples per prompt) must be an integer in 1..1024, got {n!r}.")
+        n = validate.integer(n, "n (samples per prompt)", low=1, high=1024)
         if stream:
             raise InputError("stream=True prints one generation as it decodes; a batch "
                              "returns its list at the end: drop stream=True.")
@@ -223,9 +225,8 @@ class GemmaLab:
                              "temperature > 0 to sample n different ones.")
         samplers = [base if base.greedy else dataclasses.replace(
             base, seed=(base.seed + j) % (1 << 31)) for _ in prompts for j in range(n)]
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
         return generate_batch(self.runtime, [p for p in prompts for _ in range(n)],
-                              max_new_tokens=max_new_tokens, samplers=samplers, stop=stops,
+                              max_new_tokens=max_new_tokens, samplers=samplers, stop=stop,
                               progress=progress)
 
     def score(self, text: str | Sequence[Mapping[str, str]] | Transcript | Sequence[Any]
@@ -295,6 +296,8 @@ class GemmaLab:
         """
         from gemma_lab.chat import template_of
 
+        if not isinstance(turns, Transcript) and is_transcript(turns):
+            validate.turns(turns)
         return transcript(self.tokenizer, turns, template_of(self.runtime))
 
     @property
@@ -321,7 +324,8 @@ class GemmaLab:
 
         if isinstance(source, CheckpointTemplate) or source is None:
             template = source
-        elif isinstance(source, str) and (template := from_text(source, "lab.chat_template")):
+        elif isinstance(source, str) and (template := from_text(
+                validate.text(source, "chat_template"), "lab.chat_template")):
             template._compiled  # noqa: B018 - a template that does not parse fails here
         else:
             raise InputError("chat_template takes Jinja source (a non-empty string), a "
@@ -540,6 +544,64 @@ class GemmaLab:
         return compare(self.runtime, a, b, hooks=hook_set, adapter=adapter,
                        adapters=self.adapters, labels=labels)
 
+    # --- sparse autoencoders -------------------------------------------------------------------
+    def features(self, text: str | Sequence[Mapping[str, str]] | Transcript, sae: SAE,
+                 splice_loss: bool = True) -> FeatureActivations:
+        """The SAE's feature activations at every position of `text` (`fa.acts`:
+        [position, feature], `<bos>` first), its reconstruction error and, with
+        `splice_loss`, the next-token loss added by splicing it in (two more passes).
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> from gemma_lab.sae import SAE
+            >>> fa = tiny_session().features("hello", SAE.identity_like(32, "blocks.1.mlp_out"))
+            >>> round(fa.variance_explained, 4)
+            1.0
+        """
+        self.runtime.ensure_idle("run the model")
+        if not isinstance(splice_loss, bool):
+            raise InputError(f"splice_loss must be True or False, got {splice_loss!r}.")
+        text, ids, _ = self._text_ids_speakers(text)
+        return feature_activations(self.runtime, text, sae, ids=ids, splice_loss=splice_loss)
+
+    def feature_examples(self, data: Sequence[str], sae: SAE, features: Sequence[int] | int,
+                         k: int = 5, progress: bool = True) -> FeatureExamples:
+        """Where `features` of `sae` fire hardest over the texts `data`: the top `k`
+        activations of each with the tokens around them (`.table()`, rendered inline).
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> from gemma_lab.sae import SAE
+            >>> ex = tiny_session().feature_examples(["a b c", "d e"], SAE.identity_like(32,
+            ...     "embed"), features=3, k=1, progress=False)
+            >>> len(ex.rows) <= 1
+            True
+        """
+        self.runtime.ensure_idle("run the model")
+        return feature_examples(self.runtime, data, sae, features, k=k, progress=progress)
+
+    def train_sae(self, data: Sequence[str], hook: str, width: int = 1024, steps: int = 500,
+                  l1: float = 3.0, learning_rate: float = 1e-3, batch_size: int = 512,
+                  held_out: float = 0.2, seed: int = 0, progress: bool = True) -> SAE:
+        """Train a small ReLU SAE (JumpReLU format, threshold 0) on the activations of
+        `hook` over the texts `data` (the last `held_out` share of texts held out); the
+        progress bar shows the live loss, `sae.training` the loss curve and the held-out
+        variance explained, L0 and dead features. Ctrl-C keeps the steps done so far.
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> lab = tiny_session()
+            >>> sae = lab.train_sae(["hello world", "the quick brown fox", "a tiny corpus"],
+            ...                     hook="blocks.0.resid_post", width=64, steps=20,
+            ...                     progress=False)
+            >>> sae.width, sae.training.steps
+            (64, 20)
+        """
+        self.runtime.ensure_idle("run the model")
+        return train_sae(self.runtime, data, hook, width=width, steps=steps, l1=l1,
+                         learning_rate=learning_rate, batch_size=batch_size,
+                         held_out=held_out, seed=seed, progress=progress)
+
     # --- fine-tuning ---------------------------------------------------------------------------
     def finetune_run(self, data: Any, rank: int = defaults.FINETUNE["rank"],
                      epochs: int = defaults.FINETUNE["epochs"],
@@ -608,7 +670,16 @@ class GemmaLab:
 
 
 def _hook_set(hooks: Hooks) -> HookSet:
-    return hooks if isinstance(hooks, HookSet) else HookSet.of(hooks)
+    if isinstance(hooks, HookSet):
+        return hooks
+    if hooks is not None and not isinstance(hooks, Mapping):
+        raise InputError(f"hooks take {{point: fn(value, ctx)}} or a HookSet (e.g. "
+                         f"iv.ablate_heads([(0, 1)])), got {type(hooks).__name__}.")
+    for name in hooks or {}:
+        if not isinstance(name, str):
+            raise InputError(f"Hook point names are strings such as 'blocks.0.attn.z' "
+                             f"(lab.hook_points() lists them), got {name!r}.")
+    return HookSet.of(hooks)
 
 
 def _is_batch(value: Any) -> bool:

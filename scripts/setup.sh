@@ -16,7 +16,10 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[test,torch]"
 # The editable install builds the extension into gemma_lab/labextension; link it into the
 # venv's Jupyter data dir (what `jupyter labextension develop` does, but into .venv for sure).
+# pip's editable install may have copied the built extension there as a directory; replace
+# it (ln -sfn onto a directory would put the link inside it and leave the copy in use).
 mkdir -p .venv/share/jupyter/labextensions
+rm -rf .venv/share/jupyter/labextensions/gemma-lab
 ln -sfn "$PWD/gemma_lab/labextension" .venv/share/jupyter/labextensions/gemma-lab
 .venv/bin/jupyter labextension list 2>&1 | grep -q "gemma-lab.*enabled.*OK" \
   || { echo "gemma-lab labextension is not enabled" >&2; exit 1; }

@@ -25,7 +25,7 @@ def test_the_promised_examples_exist():
     names = [path.stem for path in EXAMPLES]
     assert names == ["01_quickstart", "02_token_probabilities", "03_attention_and_logit_lens",
                      "04_attribution", "05_lora_finetune", "06_backends",
-                     "07_interventions", "08_chat", "09_gemma4"]
+                     "07_interventions", "08_chat", "09_gemma4", "10_sae_features"]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)

@@ -9,12 +9,13 @@ from html.parser import HTMLParser
 
 import pytest
 
+from gemma_lab.sae import SAE
 from gemma_lab.token_stats import TokenStats
 
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 QUOTE_BREAKER = '" onmouseover="alert(3)'
 # What gemma_lab writes itself: layout in the HTML fallback, <br>/<b> in plotly hover text.
-OWN_HTML_TAGS = {"div", "span", "style", "b", "br", "table", "tr", "td", "th", "small"}
+OWN_HTML_TAGS = {"div", "span", "style", "b", "br", "table", "tr", "td", "th", "small", "code"}
 OWN_FIGURE_TAGS = {"b", "br", "i", "sup", "sub", "extra"}
 KEEP_AS_IS = {"finish_reason", "method", "kind", "stop_reason"}
 
@@ -78,6 +79,7 @@ def records(tiny_lab):
         "score": tiny_lab.score(prompt),
         "trace": tiny_lab.trace(prompt),
         "attribution": tiny_lab.attribute(prompt, target=" " + HOSTILE),
+        "features": tiny_lab.features(prompt, SAE.identity_like(32, "blocks.0.resid_post")),
     }
 
 
@@ -86,6 +88,7 @@ FIGURE_KINDS = {
     "score": ["probs", "top_k", "entropy", "rank"],
     "trace": ["attention", "heads", "token", "lens"],
     "attribution": ["bar"],
+    "features": [None],  # FeatureActivations.figure() has one kind
 }
 
 
@@ -105,11 +108,21 @@ def test_html_fallback_creates_no_element_from_text(records, name, hostile):
 def test_figure_labels_and_hover_text_create_no_element(records, name, hostile):
     record = _hostile(records[name]) if hostile else records[name]
     for kind in FIGURE_KINDS[name]:
-        figure = record.figure(kind=kind)
+        figure = record.figure(kind=kind) if kind else record.figure()
         for text in _strings(figure.to_plotly_json()):
             parsed = _Elements(text)
             assert parsed.tags <= OWN_FIGURE_TAGS, (kind, text[:120])
             assert not any(a.startswith("on") or a == "src" for a in parsed.attributes), text
+
+
+def test_feature_examples_html_creates_no_element_from_text(tiny_lab):
+    texts = ["hello " + HOSTILE, QUOTE_BREAKER + " world"]
+    examples = tiny_lab.feature_examples(texts, SAE.identity_like(32, "embed"), [0, 1, 2],
+                                         k=2, progress=False)
+    assert examples.rows  # something to show
+    parsed = _Elements(examples._repr_html_())
+    assert parsed.tags <= OWN_HTML_TAGS, parsed.tags - OWN_HTML_TAGS
+    assert parsed.attributes <= {"class", "style", "title"}
 
 
 def test_forged_records_really_carry_markup(records):

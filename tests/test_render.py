@@ -65,7 +65,7 @@ def assert_close(actual, expected):
 def test_generation_payload_validates_and_carries_the_record(generation):
     data = generation.to_dict()
     validate(data)
-    assert (data["version"], data["kind"]) == (SCHEMA_VERSION, "generation") == (2, "generation")
+    assert (data["version"], data["kind"]) == (SCHEMA_VERSION, "generation") == (3, "generation")
     assert data["text"] == generation.text and data["prompt"] == "the quick brown"
     prompt = [t for t in data["tokens"] if t["role"] == "prompt"]
     generated = [t for t in data["tokens"] if t["role"] == "generated"]

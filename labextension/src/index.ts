@@ -17,6 +17,7 @@ import { renderAttribution } from './attribution';
 import { renderCache } from './cache';
 import { renderClassification } from './classification';
 import { renderComparison } from './comparison';
+import { renderFeatures } from './features';
 import { renderLens } from './lens';
 import { renderLogitAttribution } from './logitAttribution';
 import { renderLoss } from './loss';
@@ -124,6 +125,8 @@ export class GemmaLabRenderer extends Widget implements IRenderMime.IRenderer {
           : null;
       case 'cache':
         return payload.cache ? renderCache(payload.cache, payload.tokens, payload.text) : null;
+      case 'features':
+        return payload.features ? renderFeatures(payload.features, payload.tokens) : null;
       case 'classification':
         return payload.classification
           ? renderClassification(payload.classification, payload.metadata.model)

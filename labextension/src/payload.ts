@@ -1,16 +1,17 @@
 /**
- * The gemma_lab result payload, v2 (v1 payloads, e.g. in saved notebooks, still render).
+ * The gemma_lab result payload, v3 (v1 and v2 payloads, e.g. in saved notebooks, still render).
  *
  * Mirrors `JSON_SCHEMA` in gemma_lab/schema.py field for field; change both together.
  * Position i of `attention`, `lens` and `attribution` arrays is `tokens[i]`.
  * v2 adds the kinds "cache", "patching", "logit_attribution", "comparison" and
  * "classification" and their fields; every v1 payload is a valid v2 payload apart from its version number.
+ * v3 adds the kind "features" (SAE feature activations) and its field.
  */
 
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** Every payload version this labextension renders. */
-export const SUPPORTED_VERSIONS: readonly number[] = [1, SCHEMA_VERSION];
+export const SUPPORTED_VERSIONS: readonly number[] = [1, 2, SCHEMA_VERSION];
 
 export type ResultKind =
   | 'generation'
@@ -22,7 +23,8 @@ export type ResultKind =
   | 'patching'
   | 'logit_attribution'
   | 'comparison'
-  | 'classification';
+  | 'classification'
+  | 'features';
 
 export type TokenRole = 'prompt' | 'generated' | 'scored';
 
@@ -150,6 +152,21 @@ export interface IClassification {
   probabilities: (number | null)[][];
 }
 
+/** kind "features" (v3): an SAE's features over the tokens, <bos> first. */
+export interface IFeatures {
+  hook: string;
+  width: number;
+  source?: string;
+  /** per_token[position]: [feature, activation] pairs, strongest first. */
+  per_token: [number, number][][];
+  /** The strongest features over the text, each with its activation at every position. */
+  top: { feature: number; max?: number; acts: number[] }[];
+  relative_error?: (number | null)[];
+  variance_explained?: number | null;
+  loss_added?: number | null;
+  l0?: number | null;
+}
+
 export interface ILoss {
   train?: number[];
   validation?: number[];
@@ -163,11 +180,12 @@ export interface IMetadata {
   sampler?: Record<string, unknown>;
   seed?: number | null;
   adapter?: string | null;
+  mesh?: string;
   timing?: Record<string, unknown>;
 }
 
 export interface IPayload {
-  version: 1 | typeof SCHEMA_VERSION;
+  version: 1 | 2 | typeof SCHEMA_VERSION;
   kind: ResultKind;
   text: string;
   prompt?: string;
@@ -183,6 +201,7 @@ export interface IPayload {
   logit_attribution?: ILogitAttribution;
   comparison?: IComparison;
   classification?: IClassification;
+  features?: IFeatures;
   loss?: ILoss;
   metadata: IMetadata;
 }
