@@ -170,10 +170,19 @@ def _persistent_jax_cache(jax: Any) -> None:
 
 
 def to_numpy(x: Any) -> Any:
-    """Convert a backend tensor (or nested tuple of them) to numpy."""
+    """Convert a backend tensor (or nested tuple of them) to numpy.
+
+    In a multi-process JAX run (`gemma_lab.distributed`) an array may span devices of other
+    processes: it is gathered from all of them (a collective: every process converts the
+    same arrays in the same order, as they all run the same program)."""
     keras = import_keras()
     if isinstance(x, (tuple, list)):
         return type(x)(to_numpy(item) for item in x)
+    if getattr(x, "is_fully_addressable", True) is False:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return keras.ops.convert_to_numpy(x)
 
 

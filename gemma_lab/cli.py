@@ -23,6 +23,7 @@ from typing import Any
 from gemma_lab.backend import BACKENDS, requested_backend, set_backend
 from gemma_lab.defaults import MAX_NEW_TOKENS
 from gemma_lab.errors import GemmaLabError, InputError
+from gemma_lab.models.distribution import DISTRIBUTIONS, parse_mesh
 from gemma_lab.models.loading import DTYPES
 
 QUICKSTART = "01_quickstart.ipynb"
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", metavar="SPEC", default=None,
                      help="preset name, handle, preset dir or .gguf (default: embedded)")
     gen.add_argument("--dtype", choices=DTYPES, default="float32")
+    gen.add_argument("--distribution", choices=DISTRIBUTIONS, default=None,
+                     help="JAX only: model_parallel or data_parallel over every device")
+    gen.add_argument("--mesh", type=_mesh, metavar="DxM", default=None,
+                     help="(data x model) device mesh, e.g. 2x4 (needs --distribution)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
     gen.add_argument("--json", action="store_true",
                      help="print the finished result as one v1 JSON object instead of streaming")
@@ -102,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip starting the backend to list devices")
     _backend_flag(doc)
     return parser
+
+
+def _mesh(text: str) -> tuple[int, int]:
+    try:
+        return parse_mesh(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _backend_flag(parser: argparse.ArgumentParser) -> None:
@@ -272,8 +284,14 @@ def generate(args: argparse.Namespace) -> int:
     if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
         raise InputError(f"--max-new-tokens must be in 1..{MAX_NEW_TOKENS_LIMIT}, "
                          f"got {args.max_new_tokens}.")
+    if args.mesh is not None and args.distribution is None:
+        raise InputError("--mesh needs --distribution model_parallel or data_parallel.")
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    lab = gemma_lab.load(args.model, dtype=args.dtype, progress=not args.quiet)
+    lab = gemma_lab.load(args.model, dtype=args.dtype, progress=not args.quiet,
+                         distribution=args.distribution, mesh=args.mesh)
+    mesh = lab.info().mesh
+    if mesh is not None and not args.quiet:
+        print(f"[{mesh}]", file=sys.stderr)
     if args.json:
         result = lab.generate(prompt, max_new_tokens=args.max_new_tokens,
                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

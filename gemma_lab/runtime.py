@@ -98,6 +98,10 @@ class ModelRuntime:
             "dtype": self.dtype,
             "adapter": self.adapter_name,
         }
+        if self.distribution is not None:
+            from gemma_lab.models.distribution import describe
+
+            meta["mesh"] = str(describe(self.distribution))
         if sampler is not None:
             meta["sampler"] = sampler.to_dict()
             meta["seed"] = sampler.seed

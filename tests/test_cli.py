@@ -102,12 +102,21 @@ def test_generate_json_prints_the_v1_payload(tmp_path, tiny_lab, capsys):
     ("flags", "message"),
     [(["--max-new-tokens", "0"], "--max-new-tokens must be in 1..8192, got 0."),
      (["--temperature", "-1"], "temperature must be ≥ 0"),
-     (["--top-p", "2"], "top_p must be in (0, 1]")],
+     (["--top-p", "2"], "top_p must be in (0, 1]"),
+     (["--mesh", "2x4"], "--mesh needs --distribution")],
 )
 def test_generate_rejects_bad_values_before_loading(capsys, flags, message):
     assert main(["generate", "hello", "--model", "/nowhere", *flags]) == 1
     err = capsys.readouterr().err
     assert err.startswith("gemma-lab: error: ") and message in err and err.count("\n") == 1
+
+
+def test_generate_mesh_reaches_load(tmp_path, tiny_lab, capsys):
+    tiny_lab.causal_lm.save_to_preset(str(tmp_path / "preset"))
+    assert main(["generate", "hello", "--model", str(tmp_path / "preset"), "--quiet",
+                 "--distribution", "model_parallel", "--mesh", "3x5"]) == 1
+    err = capsys.readouterr().err
+    assert "spans 15 devices, but 1 are available" in err and err.count("\n") == 1
 
 
 def test_demo_without_a_notebook_is_one_line(tmp_path, capsys):

@@ -99,7 +99,7 @@ def test_lora_under_model_parallel_gives_the_single_device_loss(sharded):
 
 
 def test_batch_size_must_split_over_the_data_axis(sharded):
-    assert sharded["batch_size_error"].startswith("InputError: batch_size=3")
+    assert sharded["batch_size_error"].startswith("BatchSizeError: batch_size=3")
     assert "multiple of 8" in sharded["batch_size_error"]
 
 

@@ -312,6 +312,25 @@ def test_load_a_preset_directory(shell, tiny_lab, tmp_path):
     assert run_magic("%%gemma --no-stream --max-new-tokens 2\nhello").error is None
 
 
+def test_load_passes_distribution_and_mesh_to_load(shell, tiny_lab, tmp_path):
+    # One device here: a 3x5 mesh reaches gemma_lab.load, which says what is available.
+    tiny_lab.causal_lm.save_to_preset(str(tmp_path / "tiny_preset"))
+    gemma_lab.magics.use(tiny_lab)
+    run = run_magic(f"%gemma load {tmp_path / 'tiny_preset'} --distribution model_parallel "
+                    "--mesh 3x5")
+    assert_one_line_error(run, "spans 15 devices, but 1 are available")
+    assert gemma_lab.magics.current() is tiny_lab  # the failed load replaced nothing
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ("--mesh 2x4", "--mesh needs --distribution"),
+    ("--distribution model_parallel --mesh 2y4", "mesh must be DATAxMODEL"),
+    ("--distribution sideways", "invalid choice"),
+])
+def test_bad_mesh_flags_are_one_line_errors(shell, flags, message):
+    assert_one_line_error(run_magic(f"%gemma load {flags}"), message)
+
+
 def test_load_a_missing_path_is_one_line(shell):
     assert_one_line_error(run_magic("%gemma load /nonexistent/model.gguf"), "No GGUF file")
 

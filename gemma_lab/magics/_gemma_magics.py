@@ -152,8 +152,11 @@ class GemmaMagics(Magics):
         if args.backend:
             set_backend(args.backend)
         started = time.perf_counter()
-        lab = use(load(args.spec, dtype=args.dtype))
-        print(f"Loaded {lab.model_id} on {lab.backend} ({lab.dtype}) in "
+        lab = use(load(args.spec, dtype=args.dtype, distribution=args.distribution,
+                       mesh=args.mesh))
+        mesh = lab.info().mesh
+        print(f"Loaded {lab.model_id} on {lab.backend} ({lab.dtype}"
+              + (f", {mesh}" if mesh is not None else "") + ") in "
               f"{time.perf_counter() - started:.1f} s. Generate with %%gemma.")
 
     def _finetune(self, args: FinetuneArgs) -> None:

@@ -16,11 +16,28 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gemma_lab.backend import import_keras
-from gemma_lab.errors import BackendError, InputError
+from gemma_lab.errors import BackendError, GemmaLabError, InputError
 
 DISTRIBUTIONS = ("model_parallel", "data_parallel")
 BATCH_AXIS = "batch"
 MODEL_AXIS = "model"
+
+
+class DistributionError(GemmaLabError):
+    """A device mesh or a multi-process run could not be set up as asked."""
+
+
+class MeshError(DistributionError, InputError):
+    """The devices cannot form the mesh asked for (data * model != the device count, or a
+    model axis under data_parallel)."""
+
+
+class BatchSizeError(DistributionError, InputError):
+    """A batch the mesh's data axis cannot split evenly."""
+
+
+class CoordinatorTimeoutError(DistributionError, TimeoutError):
+    """The coordinator of a multi-process run did not answer within the timeout."""
 
 
 def check_backend(backend: str, kind: str) -> None:
@@ -40,6 +57,22 @@ def check_backend(backend: str, kind: str) -> None:
             "this process. Restart the kernel, call gemma_lab.set_backend('jax') (or set "
             "GEMMA_LAB_BACKEND=jax) before loading, then pass distribution= again."
         )
+
+
+def parse_mesh(text: str) -> tuple[int, int]:
+    """A "DATAxMODEL" mesh as the magics and the command line write it ("2x4", or "8" for
+    (8, 1)), as the (data, model) tuple `gemma_lab.load(mesh=...)` takes.
+
+    Example:
+        >>> parse_mesh("2x4"), parse_mesh("8"), parse_mesh(" 1 X 2 ")
+        ((2, 4), (8, 1), (1, 2))
+    """
+    parts = [p.strip() for p in str(text).lower().split("x")]
+    if not 1 <= len(parts) <= 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise InputError(f"mesh must be DATAxMODEL with positive whole numbers, e.g. 2x4 "
+                         f"(2 data x 4 model devices), got {text!r}.")
+    data, model = (int(parts[0]), int(parts[1]) if len(parts) == 2 else 1)
+    return data, model
 
 
 def mesh_shape(kind: str, mesh: tuple[int, ...] | None, num_devices: int) -> tuple[int, int]:
@@ -67,13 +100,13 @@ def mesh_shape(kind: str, mesh: tuple[int, ...] | None, num_devices: int) -> tup
             or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
         raise InputError(f"mesh must be (data, model) with two positive integers, got {mesh!r}.")
     if math.prod(shape) != num_devices:
-        raise InputError(
+        raise MeshError(
             f"mesh={shape} spans {math.prod(shape)} devices, but {num_devices} are available "
             f"(keras.distribution.list_devices()). Pick data * model = {num_devices}, or leave "
             "mesh out to use them all."
         )
     if kind == "data_parallel" and shape[1] != 1:
-        raise InputError(
+        raise MeshError(
             f"distribution='data_parallel' replicates the model, so its mesh has no model axis; "
             f"got mesh={shape}. Use mesh=({num_devices}, 1), or "
             "distribution='model_parallel' to shard weights over a model axis."
@@ -162,7 +195,7 @@ def check_batch_size(distribution: Any, batch_size: int) -> None:
     data = describe(distribution).mesh_shape[0]
     if batch_size % data:
         suggestion = data * -(-batch_size // data)
-        raise InputError(
+        raise BatchSizeError(
             f"batch_size={batch_size} cannot be split over the {data} devices of the mesh's "
             f"data axis; use a multiple of {data} (e.g. batch_size={suggestion})."
         )
@@ -240,6 +273,10 @@ def device_memory_in_use() -> dict[str, int] | None:
 
 __all__ = [
     "DISTRIBUTIONS",
+    "BatchSizeError",
+    "CoordinatorTimeoutError",
+    "DistributionError",
+    "MeshError",
     "MeshInfo",
     "check_backend",
     "check_batch_size",
@@ -248,6 +285,7 @@ __all__ = [
     "gemma_layout_map",
     "make_distribution",
     "mesh_shape",
+    "parse_mesh",
     "per_device_weight_bytes",
     "scope",
 ]

@@ -36,6 +36,9 @@ export function renderMetadata(metadata: IMetadata): HTMLElement {
     ['seed', metadata.seed],
     ['adapter', metadata.adapter]
   ];
+  if (typeof metadata.mesh === 'string' && metadata.mesh) {
+    items.push(['mesh', metadata.mesh]);
+  }
   if (metadata.timing && Object.keys(metadata.timing).length > 0) {
     items.push(['timing', metadata.timing]);
   }
