@@ -159,7 +159,7 @@ def test_patching_heatmaps_have_a_cell_per_score_and_hover_shows_it(
         jupyter_server, browser_page, results):
     page = browser_page
     payloads = [results["patching"].to_dict(), results["heads"].to_dict()]
-    assert payloads[0]["version"] == 2 and payloads[1]["patching"]["over"] == "heads"
+    assert payloads[0]["version"] == 3 and payloads[1]["patching"]["over"] == "heads"
     open_outputs(jupyter_server, page, "patching.ipynb",
                  [bundle(results["patching"]), bundle(results["heads"])])
     for index, (payload, name) in enumerate(zip(payloads, ("patching_positions", "patching_heads"),
@@ -507,9 +507,9 @@ def test_classification_bars_show_p_violation_per_text_and_policy(
 def test_version_1_payload_still_renders(jupyter_server, browser_page, results):
     page = browser_page
     current = results["generation"].to_dict()
-    assert current["version"] == 2
+    assert current["version"] == 3
     old = {**copy.deepcopy(current), "version": 1}  # as a notebook saved by gemma_lab 0.2
-    future = {**copy.deepcopy(current), "version": 3}
+    future = {**copy.deepcopy(current), "version": 4}
     missing = {**copy.deepcopy(results["patching"].to_dict())}
     del missing["patching"]  # a v2 kind without its field falls back to the token view
     open_outputs(jupyter_server, page, "versions.ipynb",
@@ -556,7 +556,7 @@ def test_kernel_results_render_with_the_new_views(jupyter_server, browser_page):
     saved = jupyter_server.api("GET", "api/contents/live.ipynb")["content"]
     payloads = [next(o["data"][MIME] for o in saved["cells"][i]["outputs"]
                      if MIME in o.get("data", {})) for i in (1, 2)]
-    assert [p["version"] for p in payloads] == [2, 2]
+    assert [p["version"] for p in payloads] == [3, 3]
     check_patching(page, 1, payloads[0])
     tokens = view(page, 2).locator(".jp-GemmaLab-compareToken")
     expect(tokens).to_have_count(len(payloads[1]["tokens"]))
