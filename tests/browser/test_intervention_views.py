@@ -531,8 +531,8 @@ def test_version_1_payload_still_renders(jupyter_server, browser_page, results):
     lab.element_screenshot(view(page, 0), "version_1_generation")
 
     expect(view(page, 2).locator(".jp-GemmaLab-error")).to_contain_text(
-        "payload version 3 is not supported")
-    expect(view(page, 2).locator(".jp-GemmaLab-error")).to_contain_text("expects 1 or 2")
+        "payload version 4 is not supported")
+    expect(view(page, 2).locator(".jp-GemmaLab-error")).to_contain_text("expects 1 or 2 or 3")
     expect(view(page, 3).locator(".jp-GemmaLab-token")).to_have_count(len(missing["tokens"]))
 
 
