@@ -73,7 +73,25 @@ def intervened(lab) -> dict:
             g = lab.generate(PROMPT, max_new_tokens=GREEDY_TOKENS)
         out[name] = {"score_logprobs": list(map(float, s.logprobs)),
                      "greedy_ids": list(map(int, g.token_ids))}
+    sae = random_sae()
+    features = lab.features(SCORED, sae)
+    with lab.hooks(iv.sae_splice(sae)):
+        spliced = lab.score(SCORED)
+    out["sae"] = {"acts": features.acts.tolist(),
+                  "spliced_logprobs": list(map(float, spliced.logprobs))}
     return out
+
+
+def random_sae():
+    """A fixed random JumpReLU SAE on blocks.0.resid_post (64 features)."""
+    from gemma_lab.sae import SAE
+
+    rng = np.random.default_rng(0)
+    d, width = HPARAMS["hidden_dim"], 64
+    return SAE(W_enc=(rng.normal(size=(d, width)) * 0.3).astype("float32"),
+               W_dec=(rng.normal(size=(width, d)) * 0.1).astype("float32"),
+               b_enc=np.zeros(width, "float32"), b_dec=np.zeros(d, "float32"),
+               threshold=np.full(width, 0.05, "float32"), hook="blocks.0.resid_post")
 
 
 def finetuned(lab) -> dict:

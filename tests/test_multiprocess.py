@@ -117,15 +117,21 @@ def test_weights_are_sharded_over_both_processes(run):
         " mesh (data=1, model=4) over 4 cpu device(s), 2 process(es)"
 
 
-def test_interventions_on_the_sharded_model_equal_one_device(run):
+def test_interventions_and_sae_features_on_the_sharded_model_equal_one_device(run):
     ref = run["reference"]["interventions"]
     for pid in (0, 1):
         got = run[f"process{pid}"]["model_parallel_interventions"]
         for name in ("ablate", "steer"):
             _close(got[name]["score_logprobs"], ref[name]["score_logprobs"])
             assert got[name]["greedy_ids"] == ref[name]["greedy_ids"]
+        # SAE features and an SAE spliced in, on the model sharded over both processes
+        acts, ref_acts = np.asarray(got["sae"]["acts"]), np.asarray(ref["sae"]["acts"])
+        _close(acts, ref_acts, atol=1e-5)
+        _close(got["sae"]["spliced_logprobs"], ref["sae"]["spliced_logprobs"], atol=1e-5)
+    assert (np.asarray(ref["sae"]["acts"]) > 0).mean() > 0.05  # features do fire
     # the hooks did something: the numbers differ from the plain model's
     base = run["reference"]["base"]["score_logprobs"]
+    assert not np.allclose(ref["sae"]["spliced_logprobs"], base, atol=1e-4)
     assert not np.allclose(ref["ablate"]["score_logprobs"], base, atol=1e-4)
     assert not np.allclose(ref["steer"]["score_logprobs"], base, atol=1e-4)
 
