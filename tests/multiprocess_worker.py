@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gemma_lab.decoding import bucket_length
+# The single-process distribution test's prompt, texts, tiny model and observations
+# (this script's folder is on sys.path when it runs).
+from distribution_worker import GREEDY_TOKENS, HPARAMS, PROMPT, SCORED, observe
 
-PROMPT = "the quick brown fox"
-SCORED = "hello world, this is a tiny corpus for a tiny gemma."
-GREEDY_TOKENS = 8
-HPARAMS = dict(num_query_heads=8, num_key_value_heads=2, hidden_dim=32, head_dim=8)
 # (1, 4): the model axis spans both processes (2 devices each), so every sharded matmul
 # exchanges data between them; (4, 1): data parallel over both.
 MODEL_MESH = (1, 4)
@@ -42,23 +40,6 @@ WAIT_S = 240.0
 
 def steering_vector() -> np.ndarray:
     return np.linspace(-1.0, 1.0, HPARAMS["hidden_dim"]).astype("float32")
-
-
-def observe(lab, generate: bool = True) -> dict:
-    """Next-token logits (the compiled prefill / step), greedy tokens and teacher-forced
-    scores of one session."""
-    s = lab.score(SCORED)
-    seen = {"score_logprobs": list(map(float, s.logprobs)),
-            "score_ranks": list(map(int, s.ranks))}
-    if generate:
-        ids = lab.tokenizer.encode(PROMPT, add_bos=True)
-        total = bucket_length(len(ids) + GREEDY_TOKENS, lab.context_length)
-        cache = lab.compiled.prefill(ids, total, lab.tokenizer.pad_id)
-        stats, _ = lab.compiled.step(ids[-1], cache, len(ids) - 1)
-        g = lab.generate(PROMPT, max_new_tokens=GREEDY_TOKENS)
-        seen.update(logits=stats["logits"].tolist(), greedy_ids=list(map(int, g.token_ids)),
-                    greedy_logprobs=list(map(float, g.logprobs)))
-    return seen
 
 
 def intervened(lab) -> dict:
