@@ -84,6 +84,12 @@ def import_keras() -> Any:
     current = active_backend()
     if current is None:
         os.environ["KERAS_BACKEND"] = backend
+        # TensorFlow (keras-hub imports it on every backend) and SentencePiece write C++ log
+        # lines to fd 2 as they load: set their levels and filter that start-up noise first.
+        from gemma_lab import _quiet
+
+        _quiet.configure_native_logging(backend)
+        _quiet.install()
         try:
             import keras
         except ImportError as err:  # pragma: no cover - depends on the install

@@ -14,7 +14,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -149,19 +151,22 @@ def demo(args: argparse.Namespace) -> int:
 
     path = find_quickstart(args.notebook)
     notebook = nbformat.read(path, as_version=4)
-    # The kernel inherits this environment, so the backend chosen here reaches it; quiet
-    # TensorFlow's C++ start-up logs, which the kernel would copy into the report.
+    # The kernel inherits this environment, so the backend chosen here reaches it (gemma_lab
+    # in the kernel quiets TensorFlow's C++ start-up logs itself: gemma_lab._quiet).
     os.environ.setdefault("GEMMA_LAB_BACKEND", requested_backend())
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    client = NotebookClient(notebook, km=_this_python_kernel(), timeout=args.timeout,
-                            resources={"metadata": {"path": str(path.parent)}})
     print(f"Running {path} ...", file=sys.stderr)
     started = time.perf_counter()
     failure: CellExecutionError | None = None
-    try:
-        client.execute()
-    except CellExecutionError as err:
-        failure = err
+    with tempfile.TemporaryDirectory(prefix="gemma-lab-kernel-") as sockets:
+        client = NotebookClient(notebook, km=_this_python_kernel(Path(sockets)),
+                                timeout=args.timeout,
+                                resources={"metadata": {"path": str(path.parent)}})
+        try:
+            # cleanup_kc: shut the kernel down here (nbclient leaves a kernel manager it was
+            # given running; the orphan would print "Parent appears to have exited").
+            client.execute(cleanup_kc=True)
+        except CellExecutionError as err:
+            failure = err
     elapsed = time.perf_counter() - started
 
     output = Path(args.output)
@@ -179,9 +184,10 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _this_python_kernel() -> Any:
-    # A "python3" kernelspec elsewhere on the system (conda, another venv) may lack gemma_lab;
-    # run the kernel on this interpreter instead.
+def _this_python_kernel(sockets: Path | None = None) -> Any:
+    """A kernel manager for this interpreter: a "python3" kernelspec elsewhere on the system
+    (conda, another venv) may lack gemma_lab. Given a private `sockets` folder it talks over
+    Unix sockets there (not over unencrypted TCP, which ipykernel warns about)."""
     from jupyter_client.kernelspec import KernelSpec
     from jupyter_client.manager import KernelManager
 
@@ -192,7 +198,10 @@ def _this_python_kernel() -> Any:
                                     "{connection_file}"],
                               display_name="Python 3 (gemma_lab)", language="python")
 
-    return ThisPythonKernelManager(kernel_name="python3")
+    if sockets is None or os.name == "nt":  # no IPC transport on Windows
+        return ThisPythonKernelManager(kernel_name="python3")
+    return ThisPythonKernelManager(kernel_name="python3", transport="ipc",
+                                   ip=str(sockets / "kernel"))
 
 
 def cell_timings(notebook: Any) -> list[tuple[int, float]]:
@@ -211,18 +220,32 @@ def cell_timings(notebook: Any) -> list[tuple[int, float]]:
 
 
 def notebook_html(notebook: Any) -> str:
-    """An HTML page of the notebook (plotly figures inlined): nbconvert's, or a plain one
-    without nbconvert."""
-    notebook = _plotly_as_html(notebook)
+    """A self-contained HTML page of the notebook: plotly.js inlined once, widgets drawn from
+    their saved state, and nothing loaded from the network (no require.js, MathJax, mermaid
+    or widget manager from a CDN); nbconvert's lab template, or a plain page without it."""
+    notebook = _widgets_as_html(_plotly_as_html(notebook))
     try:
         from nbconvert import HTMLExporter
     except ImportError:
         return _plain_html(notebook)
-    exporter = HTMLExporter()
+    from jinja2 import DictLoader
+
+    exporter = HTMLExporter(extra_loaders=[DictLoader({_REPORT_TEMPLATE: _REPORT_BLOCKS})],
+                            template_file=_REPORT_TEMPLATE)
     body, _ = exporter.from_notebook_node(notebook)
-    # require.js (from a CDN) would capture the inlined plotly.js as an AMD module and leave
-    # the figures blank; nothing else in these reports needs it.
-    return body.replace(f'<script src="{exporter.require_js_url}"></script>', "")
+    return body
+
+
+# nbconvert's lab page without its CDN scripts: require.js (it would also capture the inlined
+# plotly.js as an AMD module and leave the figures blank), MathJax (the reports carry no
+# maths), mermaid and the widget manager (`_widgets_as_html` draws the widgets instead).
+_REPORT_TEMPLATE = "gemma_lab_report.html.j2"
+_REPORT_BLOCKS = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
 
 
 def _plotly_as_html(notebook: Any) -> Any:
@@ -244,6 +267,50 @@ def _plotly_as_html(notebook: Any) -> Any:
                 figure, include_plotlyjs=not plotly_js_included, full_html=False)
             plotly_js_included = True
     return notebook
+
+
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _widgets_as_html(notebook: Any) -> Any:
+    """Widget outputs as static HTML from the widget state nbclient saved (a progress bar
+    shows its final "100% 2/2"), in place of the widget manager a page would fetch from a
+    CDN; an output whose widget cannot be drawn keeps its own text/html or text/plain."""
+    state = notebook.get("metadata", {}).pop("widgets", {}).get(_WIDGET_STATE, {})
+    models = state.get("state", {})
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            view = data.pop(_WIDGET_VIEW, None)
+            if view is None or "text/html" in data:
+                continue
+            drawn = _widget_html(models, view.get("model_id", ""))
+            if drawn is not None:
+                data["text/html"] = str(drawn)
+    return notebook
+
+
+def _widget_html(models: dict[str, Any], model_id: str, depth: int = 0) -> Any:
+    """A boxed widget's children, HTML / Label text and progress bars as escaped HTML; None
+    for any other widget."""
+    from gemma_lab._markup import join, tag
+
+    model = models.get(model_id.removeprefix("IPY_MODEL_"))
+    if model is None or depth > 8:
+        return None
+    name, state = model.get("model_name", ""), model.get("state", {})
+    if "children" in state:
+        parts = [_widget_html(models, child, depth + 1) for child in state["children"]]
+        if any(part is None for part in parts):
+            return None
+        return tag("div", join(parts), style="display:flex;gap:6px;align-items:center")
+    if name in ("HTMLModel", "LabelModel", "HTMLMathModel"):
+        text = re.sub(r"<[^>]*>", "", str(state.get("value", "")))
+        return tag("span", html.unescape(text), style="white-space:pre")
+    if name in ("FloatProgressModel", "IntProgressModel"):
+        return tag("progress", value=state.get("value", 0), max=state.get("max", 100))
+    return None
 
 
 def _plain_html(notebook: Any) -> str:

@@ -21,7 +21,12 @@ tokens with `token_entry` (or `TokenStats.to_dict`) and its arrays as `payload()
         from gemma_lab import render
         return render.mimebundle(self, include, exclude)
 
-The HTML fallback colours tokens by `prob` when present, otherwise by `attribution.scores`.
+The HTML fallback colours tokens by `prob` when present, otherwise by `attribution.scores`
+(blue for, red against: `ATTRIBUTION_FOR` / `ATTRIBUTION_AGAINST`, the colours of the plotly
+bars and the labextension), with a legend for either. Hovering a token with alternatives
+shows them in a CSS-only pop-up at the bottom of the result, in room the result reserves
+while it is shown, so output areas that clip overflow never hide it. Token labels in the
+pop-up use `figures._labels.token_display` (byte tokens, whitespace made visible).
 
 Example:
     >>> from gemma_lab.testing import tiny_session
@@ -39,12 +44,19 @@ from typing import TYPE_CHECKING, Any
 
 from gemma_lab import render_grids
 from gemma_lab._markup import Html, escape, join, tag
+from gemma_lab.figures._labels import token_display
 from gemma_lab.schema import MAX_TOKENS, MAX_TOP_K, MIME_TYPE, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from gemma_lab.tokenizer import Tokenizer
 
 SIGNIFICANT_DIGITS = 6
+# Attribution (and every signed effect on the target): blue for, red against — the colours of
+# the plotly bars (figures/attribution.py) and of the labextension (colors.ts gainColor).
+ATTRIBUTION_FOR_RGB = render_grids.FOR_RGB
+ATTRIBUTION_AGAINST_RGB = render_grids.AGAINST_RGB
+ATTRIBUTION_FOR = f"rgb({ATTRIBUTION_FOR_RGB})"
+ATTRIBUTION_AGAINST = f"rgb({ATTRIBUTION_AGAINST_RGB})"
 _EXTRAS = ("prompt", "summary", "attention", "lens", "attribution", "loss", "cache",
            "patching", "logit_attribution", "comparison", "classification", "features")
 _CSS_PREFIX = "gemma-lab"
@@ -189,7 +201,20 @@ def mimebundle(result: Any, include: Iterable[str] | None = None,
 # --- the HTML fallback ---------------------------------------------------------------------
 _STYLE = Html(f"""
 .{_CSS_PREFIX}-result {{ font-family: var(--jp-content-font-family, system-ui, sans-serif);
-  font-size: 13px; line-height: 1.5; }}
+  font-size: 13px; line-height: 1.5; position: relative; }}
+.{_CSS_PREFIX}-pop {{ display: none; position: absolute; left: 0; bottom: 0; z-index: 10;
+  max-width: calc(100% - 2px); box-sizing: border-box; padding: 4px 8px; font-size: 12px;
+  white-space: normal; color: #111; background: #fff; border: 1px solid #999;
+  border-radius: 3px; box-shadow: 0 2px 6px rgba(0,0,0,.25); }}
+.{_CSS_PREFIX}-token:hover + .{_CSS_PREFIX}-pop {{ display: block; }}
+.{_CSS_PREFIX}-result:has(.{_CSS_PREFIX}-token:hover + .{_CSS_PREFIX}-pop) {{
+  padding-bottom: var(--gemma-lab-pop-room, 14em); }}
+.{_CSS_PREFIX}-pop table {{ border-collapse: collapse; font: 12px/1.4 system-ui, sans-serif; }}
+.{_CSS_PREFIX}-pop td, .{_CSS_PREFIX}-pop th {{ padding: 0 10px 0 0; text-align: left;
+  font-weight: normal; white-space: nowrap; }}
+.{_CSS_PREFIX}-pop th {{ color: #666; }}
+.{_CSS_PREFIX}-pop code {{ font-family: var(--jp-code-font-family, ui-monospace, monospace); }}
+.{_CSS_PREFIX}-pop .{_CSS_PREFIX}-actual td {{ font-weight: 600; }}
 .{_CSS_PREFIX}-text {{ white-space: pre-wrap; word-break: break-word;
   font-family: var(--jp-code-font-family, ui-monospace, monospace); }}
 .{_CSS_PREFIX}-token {{ border-radius: 2px; color: #111; }}
@@ -206,6 +231,8 @@ _STYLE = Html(f"""
 .{_CSS_PREFIX}-swatch {{ display: inline-block; width: 80px; height: 8px; vertical-align: middle;
   margin: 0 4px; background: linear-gradient(to right, hsl(0,75%,82%), hsl(60,75%,82%),
   hsl(120,75%,82%)); }}
+.{_CSS_PREFIX}-swatch-attribution {{ background: linear-gradient(to right,
+  {ATTRIBUTION_AGAINST}, rgba(255,255,255,0), {ATTRIBUTION_FOR}); }}
 """)
 
 
@@ -238,6 +265,7 @@ def to_html(data: Mapping[str, Any]) -> str:
             spans.append(tag("span", speaker, class_=f"{_CSS_PREFIX}-speaker "
                              f"{_CSS_PREFIX}-speaker-{speaker}"))
         spans.append(_token_span(token, scores[position] if scores else None))
+        spans.append(_token_pop(token))
     if not tokens:
         spans.append(escape(data.get("text", "")))
     parts = [
@@ -247,7 +275,34 @@ def to_html(data: Mapping[str, Any]) -> str:
     if kind in render_grids.VIEWS:
         parts.append(render_grids.VIEWS[kind](data))
     parts += [_legend(data, colour_by=colour_by), _metadata_footer(data)]
-    return tag("div", join(parts), class_=f"{_CSS_PREFIX}-result {_CSS_PREFIX}-{kind}")
+    rows = max((len(t.get("top_k") or []) for t in tokens), default=0)
+    room = f"--gemma-lab-pop-room:{1.3 * (rows + 3):.1f}em" if rows else None
+    return tag("div", join(parts), class_=f"{_CSS_PREFIX}-result {_CSS_PREFIX}-{kind}",
+               style=room)
+
+
+def _token_pop(token: Mapping[str, Any]) -> Html:
+    """The pop-up of a token with alternatives, shown while the token is hovered (CSS only:
+    no script in the fallback). It sits at the bottom of the result, in room the result
+    reserves while it is shown, so an output area that clips overflow never hides it."""
+    alternatives = token.get("top_k") or []
+    if not alternatives:
+        return Html("")
+    header = [tag("code", token_display(token.get("piece", token.get("text", ""))))]
+    if token.get("prob") is not None:
+        header.append(escape(f"  p {float(token['prob']):.3g}"))
+    if token.get("rank") is not None:
+        header.append(escape(f" · rank {token['rank']}"))
+    if token.get("entropy") is not None:
+        header.append(escape(f" · entropy {float(token['entropy']):.3g} nats"))
+    actual = token.get("text")
+    rows = [tag("tr", tag("th", "rank"), tag("th", "alternative"), tag("th", "p"))]
+    for rank, (piece, prob) in enumerate(alternatives, start=1):
+        rows.append(tag("tr", tag("td", str(rank)), tag("td", tag("code", token_display(piece))),
+                        tag("td", f"{float(prob):.3g}"),
+                        class_=f"{_CSS_PREFIX}-actual" if piece == actual else None))
+    return tag("span", tag("div", join(header)), tag("table", join(rows)),
+               class_=f"{_CSS_PREFIX}-pop")
 
 
 def _join_styles() -> Html:
@@ -280,8 +335,9 @@ def _token_span(token: Mapping[str, Any], attribution: float | None) -> Html:
     role = token.get("role", "")
     prob = token.get("prob")
     if attribution is not None:
-        hue = 210 if attribution >= 0 else 0
-        background = f"hsla({hue},80%,60%,{abs(attribution):.3f})"
+        rgb = ATTRIBUTION_FOR_RGB if attribution >= 0 else ATTRIBUTION_AGAINST_RGB
+        alpha = 0.0 if attribution == 0 else 0.08 + 0.67 * min(abs(attribution), 1.0)
+        background = f"rgba({rgb},{alpha:.3f})"
     elif prob is not None:
         background = f"hsl({120 * min(max(float(prob), 0.0), 1.0):.0f},75%,82%)"
     else:
@@ -310,7 +366,8 @@ def _token_title(token: Mapping[str, Any], attribution: float | None) -> str:
         stats.append(f"entropy {token['entropy']:.4g} nats")
     if attribution is not None and attribution != 0.0:
         stats.append(f"{'Δ log p' if token.get('role') == 'scored' else 'attribution'} "
-                     f"{attribution:+.3f} (of max |value|)")
+                     f"{attribution:+.3f} (of max |value|, "
+                     f"{'for' if attribution > 0 else 'against'})")
     if stats:
         lines.append(" · ".join(stats))
     alternatives = token.get("top_k") or []
@@ -334,7 +391,11 @@ def _legend(data: Mapping[str, Any], colour_by: str) -> Html:
     elif colour_by == "none":
         text = escape("hover a cell for its value")
     elif colour_by == "attribution":
-        text = escape("colour: attribution, blue positive / red negative · hover for details")
+        text = join([escape("attribution: against"),
+                     tag("span", "", class_=f"{_CSS_PREFIX}-swatch "
+                         f"{_CSS_PREFIX}-swatch-attribution"),
+                     escape("for (blue raises log p(target), red lowers it; scaled to the "
+                            "largest |score|) · hover for details")])
     else:
         text = join([escape("probability 0"), tag("span", "", class_=f"{_CSS_PREFIX}-swatch"),
                       escape("1 · hover a token for rank, entropy and alternatives")])
@@ -352,19 +413,31 @@ def _metadata_footer(data: Mapping[str, Any]) -> Html:
             fields.append(f"{key} {metadata[key]}")
     sampler = metadata.get("sampler")
     if isinstance(sampler, Mapping):
-        settings = ", ".join(f"{k}={v}" for k, v in sampler.items()
+        settings = ", ".join(f"{k}={_short(v)}" for k, v in sampler.items()
                              if k != "name" and v is not None and k != "seed")
         fields.append(f"sampler {sampler.get('name', '')}" + (f" ({settings})" if settings else ""))
-    if "seed" in metadata:
-        fields.append(f"seed {metadata['seed']}")
+    seed = metadata.get("seed", sampler.get("seed") if isinstance(sampler, Mapping) else None)
+    if "seed" in metadata or seed is not None:
+        fields.append(f"seed {seed}")
     if "adapter" in metadata:
         fields.append(f"adapter {metadata['adapter'] or 'none'}")
     if metadata.get("mesh"):
         fields.append(str(metadata["mesh"]))
     for key, value in (data.get("summary") or {}).items():
-        shown = f"{value:.4g}" if isinstance(value, float) else value
-        fields.append(f"{key.replace('_', ' ')} {shown}")
+        fields.append(f"{key.replace('_', ' ')} {_short(value)}")
     return tag("div", " · ".join(fields), class_=f"{_CSS_PREFIX}-meta")
+
+
+def _short(value: Any) -> Any:
+    """A float with 3 significant digits (0.800000011920929 → 0.8), anything else as it is.
+
+    Example:
+        >>> _short(0.800000011920929), _short(1.2451734), _short(7), _short("x")
+        (0.8, 1.25, 7, 'x')
+    """
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.3g}")
+    return value
 
 
 __all__ = [

@@ -20,6 +20,13 @@ STYLE = Html(f"""
 """)
 
 
+# Signed effects on the target (attribution, logit attribution): blue for (raises it), red
+# against — the colours of the plotly bars (figures/attribution.py) and of the labextension
+# (colors.ts gainColor).
+FOR_RGB = "31,119,180"
+AGAINST_RGB = "214,39,40"
+
+
 def diverging_colour(value: float, scale: float) -> str:
     """Blue for positive, red for negative, alpha by |value| / scale (capped at 1).
 
@@ -90,7 +97,7 @@ def logit_attribution_html(data: Mapping[str, Any]) -> Html:
     rows = []
     for label, value in zip(la["labels"], values, strict=True):
         width = 120 * abs(value) / scale
-        colour = "royalblue" if value >= 0 else "indianred"
+        colour = f"rgb({FOR_RGB if value >= 0 else AGAINST_RGB})"
         rows.append(tag("tr", tag("th", label), tag("td", f"{value:+.3f}"),
                         tag("td", tag("span", "", class_=f"{PREFIX}-bar",
                                       style=f"width:{width:.1f}px;background:{colour}"),
@@ -99,7 +106,8 @@ def logit_attribution_html(data: Mapping[str, Any]) -> Html:
     columns = [f"H{h}" for h in range(len(heads[0]))] if heads else []
     caption = (f"Direct logit attribution of {la['target']!r} at position "
                f"{la.get('position')} · logit {_number(la.get('logit'))} · "
-               f"sum of contributions {_number(la.get('direct_sum'))}")
+               f"sum of contributions {_number(la.get('direct_sum'))} · blue bars raise "
+               "the logit, red bars lower it")
     parts = [tag("div", caption, class_=f"{PREFIX}-legend"),
              tag("table", join(rows), class_=f"{PREFIX}-grid")]
     if heads:

@@ -637,14 +637,16 @@ class GemmaLab:
                  max_length: int = defaults.FINETUNE["max_length"], validation: Any = None,
                  callbacks: list[Any] | None = None, progress: bool = True,
                  keep_partial: bool = True, compare: Any = None,
-                 seed: int | None = None) -> FinetuneResult:
+                 seed: int | None = None, live_figure: bool | None = None) -> FinetuneResult:
         """LoRA fine-tune this model on `data` and return a `FinetuneResult`.
 
         `data`: list of strings, list of {"prompt", "response"} dicts, a pandas DataFrame with
         those columns (or "text"), or a .jsonl / .csv path; loss is on responses only.
         `validation`: a held-out fraction (0.1) or data; scored per epoch and compared before /
         after. Ctrl-C or a callback's `model.stop_training` ends at a step boundary;
-        `keep_partial=False` then undoes the partial adapter. See `gemma_lab.finetune.FinetuneRun`.
+        `keep_partial=False` then undoes the partial adapter. `live_figure`: the loss curve
+        drawn while training (None: in a notebook, True / False: always / never). See
+        `gemma_lab.finetune.FinetuneRun`.
 
         Example:
             >>> from gemma_lab.testing import tiny_causal_lm
@@ -657,7 +659,7 @@ class GemmaLab:
             data, rank=rank, epochs=epochs, learning_rate=learning_rate,
             batch_size=batch_size, max_length=max_length, validation=validation,
             callbacks=callbacks, progress=progress, keep_partial=keep_partial,
-            compare=compare, seed=seed,
+            compare=compare, seed=seed, live_figure=live_figure,
         ).run()
 
     @cached_property

@@ -1,6 +1,8 @@
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from gemma_lab import render
 from gemma_lab.errors import InputError
 from gemma_lab.figures import (
     TOKEN_FIGURE_KINDS,
@@ -10,7 +12,10 @@ from gemma_lab.figures import (
     token_probability_figure,
     top_k_heatmap,
 )
-from gemma_lab.figures._labels import token_label
+from gemma_lab.figures._labels import token_display, token_displays, token_label, token_labels
+from gemma_lab.figures.attribution import attribution_bars
+from gemma_lab.figures.lens import lens_heatmap
+from gemma_lab.figures.logit_attribution import layer_bars
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -93,3 +98,49 @@ def test_builders_return_figures_without_displaying(monkeypatch, generation):
     figures.append(entropy_figure(["a"], [1.0]))
     assert all(isinstance(fig, go.Figure) for fig in figures)
     assert len(figures[-1].data) == 1  # no surprisal trace without logprobs
+
+
+# --- readable token labels (issue 20) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("<0xE2><0x86><0x92>", "→"), ("<0xEE>", "\\xEE"), ("<0x0A>", "↵"), ("&#", "&#"),
+    ("&#39;", "&#39;"), (" ", "␣"), ("\n", "↵"), ("\t", "⇥"), ("a b\n", "a b↵"),
+    ("\x00", "\\x00"), ("\u200b", "\\u200B"), ("\ue000", "\\uE000"), ("\ufffd", "\\uFFFD"),
+    ("", "∅"), (" Paris", " Paris"),
+])
+def test_token_display_makes_every_token_visible(text, shown):
+    assert token_display(text) == shown
+
+
+def test_consecutive_byte_tokens_are_labelled_with_their_character():
+    pieces = ["Hi", "<0xE2>", "<0x86>", "<0x92>", "<0xEE>", "<0xF0>", "<0x9F>", "<0x98>",
+              "<0x80>", "<0x41>"]
+    assert token_displays(pieces) == ["Hi", "→", "→", "→", "\\xEE", "😀", "😀", "😀", "😀", "A"]
+    assert token_labels(["<0x3C>", "<b>"]) == ["&lt;", "&lt;b&gt;"]  # still escaped
+
+
+def test_lens_figure_is_readable_and_grows_with_its_rows():
+    pieces = ["a", "<0xE2>", "<0x86>", "<0x92>", "<0xEE>"]
+    top = np.array([[[p] for p in pieces]] * 20)
+    probs = np.full((20, 5), 0.5)
+    probs[:, -1] = np.nan  # the last position has no next token
+    fig = lens_heatmap(probs, top, np.full((20, 5, 1), 0.5), pieces)
+    assert list(fig.layout.xaxis.ticktext) == ["a", "→", "→", "→", "\\xEE"]
+    assert fig.data[0].text[0][4] == "\\xEE" and fig.data[0].textfont.size >= 11
+    assert fig.layout.xaxis.tickfont.size >= 11 and fig.layout.yaxis.tickfont.size >= 11
+    assert fig.layout.xaxis.automargin and fig.layout.yaxis.automargin
+    small = lens_heatmap(probs[:2], top[:2], np.full((2, 5, 1), 0.5), pieces)
+    assert fig.layout.height > small.layout.height >= 320
+
+
+def test_attribution_bars_use_blue_for_and_red_against_with_a_colour_bar():
+    fig = attribution_bars(np.array([0.5, -0.2]), ["a", "b"], " c", "grad_x_input")
+    marker = fig.data[0].marker
+    low, high = marker.colorscale[0][1], marker.colorscale[-1][1]
+    assert high == render.ATTRIBUTION_FOR and low == render.ATTRIBUTION_AGAINST
+    assert list(marker.color) == [1.0, -1.0] and marker.showscale
+    assert [t.split()[0] for t in marker.colorbar.ticktext] == ["against", "for"]
+    dla = layer_bars(["embed", "L0 attn"], np.array([1.0, -1.0]), "x").data[0].marker
+    assert dla.colorscale == marker.colorscale and dla.showscale
+

@@ -32,6 +32,9 @@ def shell(tiny_lab):
     gemma_lab.magics.use(tiny_lab)
 
 
+GEMMA = "application/vnd.gemma-lab.v1+json"
+
+
 def gemma_magics(shell):
     return next(c for c in shell.configurables if isinstance(c, gemma_lab.magics.GemmaMagics))
 
@@ -385,7 +388,7 @@ def test_every_other_command_runs_on_the_real_session(shell, tmp_path, monkeypat
     assert shown[1]["text"] == trace.text and shown[2]["text"] == attribution.to_dict()["text"]
 
 
-def test_attention_and_lens_show_the_trace_and_its_figures(shell, tiny_lab, monkeypatch):
+def test_attention_and_lens_show_one_view_of_what_was_asked(shell, tiny_lab, monkeypatch):
     traced = []
     real_trace = tiny_lab.trace
 
@@ -400,10 +403,22 @@ def test_attention_and_lens_show_the_trace_and_its_figures(shell, tiny_lab, monk
     ((text, t),) = traced
     assert list(t.layers) == [1] and list(t.heads) == [2]
     assert text == "hello" + shell.user_ns["g"].text  # prompt and continuation
-    figures = [o.data["application/vnd.plotly.v1+json"] for o in run.outputs
-               if "application/vnd.plotly.v1+json" in o.data]
-    titles = [f["layout"]["title"]["text"] for f in figures]
-    assert len(figures) == 2 and titles[0].startswith("Layer 1, head 2")
+    # The generation, then the trace: no plotly copies of the same attention / lens.
+    assert not any("application/vnd.plotly.v1+json" in o.data for o in run.outputs)
+    (shown,) = [o.data[GEMMA] for o in run.outputs if o.data.get(GEMMA, {}).get("kind")
+                == "trace"]
+    assert shown["attention"]["data"] == t.to_dict()["attention"]["data"]
+    assert shown["lens"] == t.to_dict()["lens"]
+
+    run = run_magic("%%gemma --no-stream --attention --max-new-tokens 2\nhello")
+    assert run.error is None, run.stderr
+    (shown,) = [o.data[GEMMA] for o in run.outputs if o.data.get(GEMMA, {}).get("kind")
+                == "trace"]
+    assert "attention" in shown and "lens" not in shown  # --attention alone: no lens table
+    run = run_magic("%%gemma --no-stream --lens --max-new-tokens 2\nhello")
+    (shown,) = [o.data[GEMMA] for o in run.outputs if o.data.get(GEMMA, {}).get("kind")
+                == "trace"]
+    assert "lens" in shown and "attention" not in shown
 
 
 def test_attribute_shows_the_attribution_of_the_continuation(shell):
@@ -464,7 +479,8 @@ def test_patch_cell_shows_the_heatmap_and_stores_the_result(shell, tiny_lab):
     assert (result.scores == expected.scores).all()
     kinds = [o.data.get("application/vnd.gemma-lab.v1+json", {}).get("kind") for o in run.outputs]
     assert "patching" in kinds
-    assert any("application/vnd.plotly.v1+json" in o.data for o in run.outputs)
+    # One view of the patching scores: the result's own heatmap, no plotly copy.
+    assert not any("application/vnd.plotly.v1+json" in o.data for o in run.outputs)
 
 
 def test_hooks_lists_every_point_once_per_block(shell, tiny_lab):
@@ -515,3 +531,18 @@ def test_evaluate_shows_the_table_and_figure_and_stores_the_result(shell, tiny_l
     assert_one_line_error(run_magic("%gemma evaluate rows --metric nope"), "unknown metric")
     assert_one_line_error(run_magic("%gemma evaluate missing_name"), "neither a variable")
     assert_one_line_error(run_magic("%gemma evaluate rows -o print"), "print")
+
+
+@pytest.mark.parametrize("cell, hint", [
+    ("%%gemma --atention\nhello", "Did you mean --attention (not --atention)?"),
+    ("%%gemma --max-new-token 3\nhello", "Did you mean --max-new-tokens (not --max-new-token)?"),
+    ("%gemma finetune rows --rnk 3", "Did you mean --rank (not --rnk)?"),
+])
+def test_a_mistyped_flag_names_the_flag_it_is_close_to(shell, cell, hint):
+    assert_one_line_error(run_magic(cell), hint)
+
+
+def test_a_flag_close_to_nothing_gets_no_guess(shell):
+    run = run_magic("%%gemma --zzz\nhello")
+    assert_one_line_error(run, "unrecognized arguments: --zzz")
+    assert "Did you mean" not in str(run.error)

@@ -159,7 +159,7 @@ def test_html_fallback_escapes_hostile_prompt_tokens_alternatives_and_metadata()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markup  # the prompt
     assert "&quot;&lt;img src=x onerror=alert(1)&gt;&quot;  0.4" in markup  # an alternative
     parsed = parse(markup)
-    assert set(parsed.tags) == {"div", "span", "style"}
+    assert set(parsed.tags) <= {"div", "span", "style", "table", "tr", "th", "td", "code"}
     assert set(parsed.attributes) <= {"class", "style", "title"}  # no onmouseover, no src
 
 
@@ -208,7 +208,36 @@ def test_a_new_record_kind_plugs_in_through_payload():
                                        "scores": [0.5, -1.0]})
     validate(data)
     markup = render.to_html(data)
-    assert "hsla(210" in markup and "hsla(0" in markup  # positive blue, negative red
+    # positive blue ("for"), negative red ("against"), the legend naming both
+    assert f"rgba({render.ATTRIBUTION_FOR_RGB},0.415)" in markup
+    assert f"rgba({render.ATTRIBUTION_AGAINST_RGB},0.750)" in markup
+    assert "attribution: against" in markup and "swatch-attribution" in markup
     assert "<img" not in markup
     with pytest.raises(TypeError, match="unknown fields"):
         render.payload("trace", "", [], {}, attentions={})
+
+
+def test_html_popup_lists_the_alternatives_readably_and_reserves_room():
+    steps = (step(" fox", top_k=((" fox", 0.5), ("<0xE2><0x86><0x92>", 0.2), (" ", 0.1),
+                                 (HOSTILE, 0.05))),)
+    record = Generation(prompt="The", text=" fox", steps=steps, prompt_token_ids=(2,),
+                        finish_reason="length")
+    markup = render.to_html(record.to_dict())
+    assert markup.count('class="gemma-lab-pop"') == 1
+    assert "--gemma-lab-pop-room:9.1em" in markup  # (4 alternatives + 3) rows
+    pop = markup[markup.index('class="gemma-lab-pop"'):]
+    assert "<code>→</code>" in pop and "<code>␣</code>" in pop
+    assert "&lt;img src=x onerror=alert(1)&gt;" in pop and "<img" not in markup
+    assert 'class="gemma-lab-actual"' in pop  # the chosen token's row
+    assert ":hover + .gemma-lab-pop" in markup and ":has(" in markup
+
+
+def test_footer_rounds_floats_and_shows_the_seed_once():
+    metadata = {"model": "m", "seed": 3, "sampler": {"name": "sample", "seed": 3,
+                                                     "temperature": 0.800000011920929,
+                                                     "top_p": 0.949999988079071}}
+    data = render.payload("generation", "x", [], metadata, summary={"loss": 1.23456789})
+    footer = render.to_html(data).split('class="gemma-lab-meta">')[1]
+    assert "sampler sample (temperature=0.8, top_p=0.95)" in footer
+    assert footer.count("seed") == 1 and "seed 3" in footer
+    assert "loss 1.23" in footer and "1.2345" not in footer

@@ -16,6 +16,7 @@ from gemma_lab.models.loading import LoadedModel
 from gemma_lab.session import GemmaLab
 from gemma_lab.testing import run_magic, tiny_causal_lm
 from gemma_lab.widgets import AttentionExplorer, FinetunePanel, InterventionsPanel, Playground
+from gemma_lab.widgets._snapshot import LIVE_CLASS, SNAPSHOT_CLASS
 
 WAIT_S = 120
 
@@ -53,8 +54,20 @@ def test_playground_streams_tokens_coloured_by_probability_and_ignores_a_second_
     assert [t["prob"] for t in generated(playground)] == pytest.approx(expected.probs)
     assert playground.generate_button.disabled is False
     assert playground.stop_button.disabled is True
-    figure = playground.figure_box.children[0]
-    assert list(figure.data[0].y) == pytest.approx(expected.probs)
+    assert list(playground.figure_box.data[0].y) == pytest.approx(expected.probs)
+
+    # The saved view: the same tokens as static, escaped HTML, with the status line.
+    assert LIVE_CLASS in playground._dom_classes
+    saved = playground.snapshot.html
+    assert "<b>" not in saved and "</b>" not in saved
+    spans = re.findall(r'class="gemma-lab-token gemma-lab-token-(\w+)"[^>]*>([^<]*)</span>', saved)
+    assert "".join(html.unescape(text) for role, text in spans
+                   if role == "prompt") == "hello <b>world</b>"  # text stays text
+    assert saved.count("gemma-lab-token-generated") == len(expected.token_ids)
+    assert saved.count("<rect") == len(expected.token_ids)  # a probability bar each
+    assert html.escape(playground.status.value) in saved and "tokens/s" in saved
+    assert playground.snapshot.text == (f"Playground (saved view): {len(expected.token_ids)} "
+                                        f"tokens generated ({branch.finish_reason})")
 
 
 def test_stop_ends_generation_within_one_decode_step(tiny_lab):
@@ -301,7 +314,7 @@ def test_attention_explorer_selectors_heatmap_grid_and_clicked_token(tiny_lab):
     np.testing.assert_allclose(explorer.heatmap.data[0].z, trace.attention_matrix(0, 1),
                                rtol=1e-6)
     explorer.layer.value = 1
-    assert explorer.head_grid.layout.title.text.startswith("Attention heads of layer 1")
+    assert explorer.head_grid.figure_layout.title.text.startswith("Attention heads of layer 1")
 
     explorer.strip.selected = 3  # click the fourth token
     row = trace.attention_matrix(1, 1)[3]
@@ -324,7 +337,7 @@ def test_finetune_panel_start_stop_keep_save_then_discard(fresh_lab, tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in data))
     panel = FinetunePanel(fresh_lab)
-    assert panel.start() is False and "Load data first" in panel.status.value
+    assert panel.start() is False and "Load data first" in panel.status.text
     panel.data_source.value = str(path)
     panel.load_button.click()
     assert "16 examples" in panel.preview.value and "question 0:" in panel.preview.value
@@ -350,30 +363,66 @@ def test_finetune_panel_start_stop_keep_save_then_discard(fresh_lab, tmp_path):
     assert [trace.name for trace in panel.comparison.data] == ["before", "after"]
     assert "p before" in panel.comparison_table.value
     assert not panel.save_button.disabled
+    # The saved view: status, escaped data preview, loss curve and before / after.
+    assert LIVE_CLASS in panel._dom_classes
+    saved = panel.snapshot.html
+    assert html.escape(panel.status.text) in saved and "LoRA rank" in saved
+    assert "&lt;img src=x" in saved and "<img" not in saved
+    assert saved.count("<polyline") == 1 + bool(result.validation_loss)  # train, validation
+    assert saved.count("<circle") == result.steps + len(result.validation_loss)
+    assert "p before" in saved
+    assert panel.snapshot.text == (f"Fine-tune panel (saved view): {result.steps}/6 steps, "
+                                   f"{result.stop_reason}")
+
+    # LoRA is on: its rank is fixed for the session. Starting afresh from the base model
+    # would drop the unsaved adapter: refused, with what to do.
+    assert panel.rank.disabled and panel.rank.value == 2
+    assert panel.start_from.value == "base"
+    assert panel.start() is False and "is not saved" in panel.status.text
+    assert fresh_lab.adapters.active.startswith("unsaved-")
 
     panel.adapter_name.value = "panel-test"
     saved = panel.save()
     assert saved.exists() and fresh_lab.adapters.active == "panel-test"
+    assert "Saved adapter &#x27;panel-test&#x27;" in panel.snapshot.html
     assert "panel-test" in fresh_lab.adapters.names()
 
     panel.on_stop.value = False  # discard a stopped run's partial adapter
     panel.held_out.value = 0.0  # (no held-out scoring: keeps the test short)
+    panel.start_from.value = "adapter"  # continue training "panel-test"
     panel.start_button.click()
     panel.wait(WAIT_S)
     assert panel.result.stopped and not panel.result.adapter_kept
     assert fresh_lab.adapters.active == "panel-test"  # back to the adapter before the run
+    assert "from adapter 'panel-test'" in panel.status.text
+
+    panel.start_from.value = "base"  # saved now: set aside, the run starts from the base
+    base = fresh_lab.adapters.using(None)
+    with base:
+        expected = fresh_lab.score("question 0: answer 0").total_logprob
+    panel.start_button.click()
+    panel.wait(WAIT_S)
+    assert "from the base model (adapter 'panel-test' set aside" in panel.status.text
+    fresh_lab.adapters.unload()
+    assert fresh_lab.score("question 0: answer 0").total_logprob == pytest.approx(expected)
+    assert "panel-test" in fresh_lab.adapters.names()  # still saved
 
 
 def test_magics_open_the_widgets(tiny_lab):
     gemma_lab.magics.use(tiny_lab)
-    for command, kind in (("playground", Playground), ("attention", AttentionExplorer),
-                          ("finetune-panel", FinetunePanel),
-                          ("interventions", InterventionsPanel)):
+    for command, kind, title in (("playground", Playground, "Playground"),
+                                 ("attention", AttentionExplorer, "Attention explorer"),
+                                 ("finetune-panel", FinetunePanel, "Fine-tune panel"),
+                                 ("interventions", InterventionsPanel, None)):
         run = run_magic(f"%gemma {command}")
         assert run.error is None, run.stderr
-        assert len(run.outputs) == 1
+        assert len(run.outputs) == (1 if title is None else 2)
         assert "application/vnd.jupyter.widget-view+json" in run.outputs[0].data
         assert kind.__name__ in run.outputs[0].data["text/plain"]
+        if title is not None:  # the saved view, right after the widget
+            snapshot = run.outputs[1].data
+            assert snapshot["text/plain"].startswith(f"{title} (saved view)")
+            assert f'class="{SNAPSHOT_CLASS}"' in snapshot["text/html"]
 
 
 def test_interventions_panel_rescores_on_toggle_and_slider_release(tiny_lab):

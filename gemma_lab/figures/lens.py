@@ -8,9 +8,18 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from gemma_lab.figures._labels import position_axis, token_label
+from gemma_lab.figures._labels import (
+    LABEL_FONT_PX,
+    plotly_text,
+    position_axis,
+    token_display,
+    token_label,
+    token_labels,
+)
 
 _MAX_CELL_TEXT = 40
+_CELL_CHARS = 8  # longer top tokens are cut in the cell (hover has them whole)
+_ROW_PX = 28
 
 
 def lens_heatmap(target_probs: np.ndarray, top_tokens: np.ndarray, top_probs: np.ndarray,
@@ -29,9 +38,9 @@ def lens_heatmap(target_probs: np.ndarray, top_tokens: np.ndarray, top_probs: np
     """
     target_probs = np.asarray(target_probs, dtype="float64")
     depths, positions = target_probs.shape
-    labels = [token_label(t) for t in tokens]
+    labels = token_labels(tokens)
     z = [[None if np.isnan(v) else float(v) for v in row] for row in target_probs]
-    cell_text = [[token_label(top_tokens[d, p, 0]) if top_tokens.shape[-1] else ""
+    cell_text = [[_cell(top_tokens[d, p, 0]) if top_tokens.shape[-1] else ""
                   for p in range(positions)] for d in range(depths)]
     hover = []
     for d in range(depths):
@@ -52,6 +61,7 @@ def lens_heatmap(target_probs: np.ndarray, top_tokens: np.ndarray, top_probs: np
             y=list(range(depths)),
             text=cell_text,
             texttemplate="%{text}" if positions <= _MAX_CELL_TEXT else None,
+            textfont={"size": LABEL_FONT_PX},
             customdata=hover,
             hovertemplate="%{customdata}<extra></extra>",
             colorscale="Viridis",
@@ -65,7 +75,22 @@ def lens_heatmap(target_probs: np.ndarray, top_tokens: np.ndarray, top_probs: np
         title={"text": title},
         xaxis=position_axis(labels),
         yaxis={"title": {"text": "blocks applied"}, "tickmode": "array",
-               "tickvals": list(range(depths)), "ticktext": y_ticks},
-        height=max(320, 24 * depths + 160),
+               "tickvals": list(range(depths)), "ticktext": y_ticks, "automargin": True,
+               "tickfont": {"size": LABEL_FONT_PX}},
+        height=max(360, _ROW_PX * depths + 200),
+        font={"size": LABEL_FONT_PX},
     )
     return figure
+
+
+def _cell(piece: str) -> str:
+    """A heatmap cell's top token: readable, cut to `_CELL_CHARS` characters, escaped.
+
+    Example:
+        >>> _cell("<0xEE>"), _cell("international"), _cell("<b>")
+        ('\\\\xEE', 'internat…', '&lt;b&gt;')
+    """
+    shown = token_display(piece)
+    if len(shown) > _CELL_CHARS:
+        shown = shown[:_CELL_CHARS] + "…"
+    return plotly_text(shown)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 
-from gemma_lab.figures._labels import alternatives_hover, position_axis, token_label
+from gemma_lab.figures._labels import alternatives_hover, position_axis, token_label, token_labels
 
 
 def token_probability_figure(tokens: Sequence[str], probs: Sequence[float],
@@ -21,7 +22,7 @@ def token_probability_figure(tokens: Sequence[str], probs: Sequence[float],
         >>> len(fig.data), list(fig.data[0].y)
         (1, [0.9, 0.2])
     """
-    labels = [token_label(t) for t in tokens]
+    labels = token_labels(tokens)
     hover = []
     for position, (label, prob, alternatives) in enumerate(zip(labels, probs, top_k, strict=True)):
         rank = f"  rank {ranks[position]}" if ranks is not None else ""
@@ -31,8 +32,10 @@ def token_probability_figure(tokens: Sequence[str], probs: Sequence[float],
         go.Bar(
             x=list(range(len(labels))),
             y=[float(p) for p in probs],
-            marker={"color": [float(p) for p in probs], "colorscale": "RdYlGn",
-                    "cmin": 0.0, "cmax": 1.0},
+            # Colours as strings: plotly.js 3 logs "Invalid color specifier" for each bar
+            # given a number on a colour scale (bar rounding reads marker colours as colours).
+            marker={"color": sample_colorscale("RdYlGn", [min(max(float(p), 0.0), 1.0)
+                                                          for p in probs])},
             hovertext=hover,
             hoverinfo="text",
             name="chosen token",
@@ -53,7 +56,7 @@ def top_k_heatmap(tokens: Sequence[str], top_k: Sequence[Sequence[tuple[str, flo
         >>> fig.data[0].z
         ([0.9, 0.5], [0.1, None])
     """
-    labels = [token_label(t) for t in tokens]
+    labels = token_labels(tokens)
     depth = max((len(row) for row in top_k), default=0)
     z: list[list[float | None]] = [[None] * len(labels) for _ in range(depth)]
     text: list[list[str]] = [[""] * len(labels) for _ in range(depth)]

@@ -1,41 +1,43 @@
-"""Live feedback while training: tqdm's step bar and, in a notebook kernel with ipywidgets,
-a plotly FigureWidget loss curve updated in place."""
+"""Live feedback while training: a step progress bar and a loss curve redrawn in place.
+
+In a Jupyter kernel both are plain outputs (a `ProgressDisplay` and a plotly figure output
+updated through its display id), not widgets, so a saved notebook shows them as the run ended,
+with or without a kernel; in a terminal the bar is tqdm's text bar and there is no figure.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from gemma_lab._progress import progress_counter
-
-
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+from gemma_lab.ipython_display import in_kernel, progress
 
 
 class LiveFeedback:
     """Progress bar (always, unless disabled) and optional live loss figure.
 
-    `figure=None` shows the live curve only inside a Jupyter kernel with ipywidgets; a plotly
-    FigureWidget of `loss_figure` (a panel's own) is drawn into instead of a new one.
-    Figure updates are throttled to one per `interval` seconds; `close()` draws the final state.
+    `figure`: None shows the live curve inside a Jupyter kernel (with the progress bar); True
+    always, False never; or an object to draw into: a sink with `update(figure)` (each redraw)
+    and `show(figure)` (the final one), e.g. a widget's figure slot, or a plotly FigureWidget.
+    Redraws are throttled to one per `interval` seconds; `close()` draws the final state.
+
+    Example:
+        >>> feedback = LiveFeedback(2, 2, progress=False, figure=False)
+        >>> feedback.step(2.5); feedback.step(2.0); feedback.epoch(2.2); feedback.close()
+        >>> feedback.figure().data[0].y, feedback.figure().data[1].y
+        ((2.5, 2.0), (2.2,))
     """
 
     def __init__(self, total_steps: int, steps_per_epoch: int, *, progress: bool,
                  figure: Any, interval: float = 0.5):
         self.steps_per_epoch = steps_per_epoch
         self.interval = interval
-        self.bar = progress_counter(total_steps, desc="Fine-tuning", unit="step",
-                                    disable=not progress)
-        self.widget: Any = None
-        if hasattr(figure, "batch_update"):
+        self.bar = _progress(total_steps, progress)
+        self.widget: Any = None  # what the curve is drawn into
+        if hasattr(figure, "batch_update") or (hasattr(figure, "update")
+                                               and hasattr(figure, "show")):
             self.widget = figure
-        elif figure or (figure is None and progress and _in_kernel()):
+        elif figure is True or (figure is None and progress and in_kernel()):
             self.widget = _figure_widget(steps_per_epoch)
         self._last_draw = 0.0
         self._train: list[float] = []
@@ -43,45 +45,61 @@ class LiveFeedback:
 
     def step(self, loss: float) -> None:
         self._train.append(loss)
-        self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self.bar.update(1)
         if self.widget is not None and time.monotonic() - self._last_draw >= self.interval:
             self._draw()
 
     def epoch(self, validation_loss: float | None) -> None:
         if validation_loss is not None:
             self._validation.append(validation_loss)
-            self.bar.set_postfix(val_loss=f"{validation_loss:.4f}", refresh=False)
+            self.bar.set_postfix(loss=f"{self._train[-1]:.4f}" if self._train else "n/a",
+                                 val_loss=f"{validation_loss:.4f}", refresh=False)
         if self.widget is not None:
             self._draw()
 
     def close(self) -> None:
         self.bar.close()
         if self.widget is not None:
-            self._draw()
+            self._draw(final=True)
 
-    def _draw(self) -> None:
-        train, validation = self.widget.data[0], self.widget.data[1]
-        with self.widget.batch_update():
-            train.x = list(range(1, len(self._train) + 1))
-            train.y = list(self._train)
-            validation.x = [self.steps_per_epoch * (i + 1) for i in range(len(self._validation))]
-            validation.y = list(self._validation)
+    def figure(self) -> Any:
+        """The loss figure of the steps so far."""
+        from gemma_lab.figures.loss import loss_figure
+
+        return loss_figure(self._train, self._validation, self.steps_per_epoch)
+
+    def _draw(self, final: bool = False) -> None:
+        figure = self.figure()
+        if hasattr(self.widget, "batch_update"):  # a plotly FigureWidget: its traces in place
+            with self.widget.batch_update():
+                for target, source in zip(self.widget.data, figure.data, strict=False):
+                    target.x, target.y = source.x, source.y
+        elif final:
+            self.widget.show(figure)
+        else:
+            self.widget.update(figure)
         self._last_draw = time.monotonic()
 
 
-def _figure_widget(steps_per_epoch: int) -> Any:
-    try:
-        import ipywidgets  # noqa: F401  (FigureWidget needs it)
-        import plotly.graph_objects as go
-    except ImportError:
-        return None
-    from gemma_lab.figures.loss import loss_figure
-    from gemma_lab.ipython_display import show
+def _progress(total_steps: int, shown: bool) -> Any:
+    return progress(total_steps, desc="Fine-tuning", unit="step", disable=not shown)
 
-    try:
-        widget = go.FigureWidget(loss_figure([], [], steps_per_epoch))
-    except ImportError:
-        return None  # plotly ≥ 6 needs anywidget for FigureWidget; the progress bar remains
-    show(widget)
-    return widget
+
+def _figure_widget(steps_per_epoch: int) -> Any:
+    """What a notebook run draws its curve into: one plain output, redrawn in place."""
+    return _OutputSink()
+
+
+class _OutputSink:
+    """The loss figure as one notebook output (plotly's own MIME type), redrawn in place."""
+
+    def __init__(self) -> None:
+        from gemma_lab.ipython_display import FigureOutput
+
+        self._output = FigureOutput()
+
+    def update(self, figure: Any) -> None:
+        self._output.update(figure)
+
+    show = update

@@ -108,6 +108,17 @@ class Trace:
 
         return mimebundle(self, include, exclude)
 
+    def view(self, attention: bool = True, lens: bool = True) -> TraceView:
+        """The trace shown with only the asked-for views (what `%%gemma --attention` shows).
+
+        Example:
+            >>> from gemma_lab.testing import tiny_session
+            >>> shown = tiny_session().trace("hello world").view(lens=False)
+            >>> sorted(key for key in ("attention", "lens") if key in shown.to_dict())
+            ['attention']
+        """
+        return TraceView(self, attention=attention, lens=lens)
+
     def payload_extras(self) -> dict[str, Any]:
         """The "attention" and "lens" fields of the v1 payload (gemma_lab.schema), capped."""
         n = len(self.tokens)
@@ -193,6 +204,24 @@ class Trace:
     def __repr__(self) -> str:
         return (f"<Trace {len(self.tokens)} tokens, {len(self.layers)} of {self.num_layers} "
                 f"layers × {len(self.heads)} heads, lens top-{self.lens_top_ids.shape[-1]}>")
+
+class TraceView:
+    """A `Trace` displayed with a chosen subset of its views (attention, logit lens)."""
+
+    def __init__(self, trace: Trace, attention: bool = True, lens: bool = True):
+        self.trace, self.attention, self.lens = trace, attention, lens
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = self.trace.to_dict()
+        for part, shown in (("attention", self.attention), ("lens", self.lens)):
+            if not shown:
+                payload.pop(part, None)
+        return payload
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from gemma_lab.render import mimebundle
+
+        return mimebundle(self, include, exclude)
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import difflib
 import keyword
 import re
 import shlex
@@ -38,7 +39,30 @@ class HelpShown(Exception):
 class _Parser(argparse.ArgumentParser):
     # argparse exits the process on errors and after --help; in a notebook both must return.
     def error(self, message: str) -> NoReturn:
-        raise InputError(f"{self.prog}: {message}. See {self.prog} --help.")
+        raise InputError(f"{self.prog}: {message}.{self._suggestions(message)} "
+                         f"See {self.prog} --help.")
+
+    def _suggestions(self, message: str) -> str:
+        """' Did you mean --x?' for each unrecognized flag close to a known one."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = [flag for action in self._all_actions() for flag in action.option_strings
+                 if flag.startswith("--")]
+        hints = []
+        for word in message.split(":", 1)[1].split():
+            if word.startswith("--"):
+                close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.6)
+                if close:
+                    hints.append(f"did you mean {close[0]} (not {word})?")
+        return (" " + " ".join(hint[0].upper() + hint[1:] for hint in hints)) if hints else ""
+
+    def _all_actions(self) -> list[argparse.Action]:
+        actions = list(self._actions)
+        for action in self._actions:  # a sub-command's own flags (e.g. %gemma finetune)
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    actions.extend(parser._actions)
+        return actions
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
@@ -301,7 +325,7 @@ def cell_parser(defaults: CellArgs) -> _Parser:
     analysis.add_argument("--probs", action="store_true",
                           help="also plot each token's probability and alternatives")
     analysis.add_argument("--attention", action="store_true",
-                          help="also trace the text and show attention maps")
+                          help="also trace the text and show its attention maps")
     analysis.add_argument("--lens", action="store_true",
                           help="also trace the text and show the logit lens")
     analysis.add_argument("--attribute", action="store_true",
@@ -310,9 +334,11 @@ def cell_parser(defaults: CellArgs) -> _Parser:
                           help="with --attribute: the continuation to attribute; none takes "
                                "the generated text")
     analysis.add_argument("--layer", type=_non_negative_int, metavar="L",
-                          help="with --attention/--lens: only this layer; none shows all")
+                          help="with --attention: only this layer (default: every layer, "
+                               "picked in the view)")
     analysis.add_argument("--head", type=_non_negative_int, metavar="H",
-                          help="with --attention: only this head; none shows all")
+                          help="with --attention: only this head (default: the mean of "
+                               "heads, each head selectable in the view)")
     change = parser.add_argument_group("interventions (for the whole cell)")
     change.add_argument("--ablate", type=_heads, action="append", metavar="L.H[,L.H...]",
                         help="zero-ablate these attention heads (repeatable)")

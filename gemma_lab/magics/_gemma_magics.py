@@ -162,7 +162,8 @@ class GemmaMagics(Magics):
     def _finetune(self, args: FinetuneArgs) -> None:
         options = dataclasses.asdict(args)
         data = self._finetune_data(options.pop("data"))
-        self._show_result(current().finetune(data, **options))
+        # The progress line carries the loss while it runs; the result shows the curve once.
+        self._show_result(current().finetune(data, live_figure=False, **options))
 
     def _evaluate(self, args: EvaluateArgs) -> None:
         evaluation = current().evaluate(self._finetune_data(args.data, "evaluate"),
@@ -242,8 +243,7 @@ class GemmaMagics(Magics):
         result = current().patch(lines[0], lines[1], target=args.target, over=args.over)
         if args.output:
             self.shell.user_ns[args.output] = result
-        self._show_result(result)
-        self._show_figure(result, "logprob")
+        self._show_result(result)  # its own heatmap view; result.figure() draws it in plotly
 
     def _run_prompt(self, lab: GemmaLab, args: CellArgs, text: str) -> None:
 
@@ -313,11 +313,8 @@ class GemmaMagics(Magics):
             full_text = text if args.score else text + as_text(result)
             trace = lab.trace(full_text, layers=None if args.layer is None else [args.layer],
                               heads=None if args.head is None else [args.head])
-            self._show_result(trace)
-            if args.attention:
-                self._show_figure(trace, "attention", layer=args.layer, head=args.head)
-            if args.lens:
-                self._show_figure(trace, "lens")
+            # One view per quantity: the trace's own (interactive) view of what was asked.
+            self._show_result(trace.view(attention=args.attention, lens=args.lens))
         if args.attribute:
             target = args.target if args.target is not None else (
                 None if args.score else as_text(result))

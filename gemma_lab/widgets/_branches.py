@@ -47,7 +47,9 @@ class Branch:
         text = text if len(text) <= 40 else text[:39] + "…"
         origin = ("new" if self.parent is None
                   else f"from #{self.parent} at token {self.forced}")
-        return f"#{index} ({origin}, {len(self.steps)} tokens, {self.finish_reason}): {text}"
+        count = len(self.steps)
+        return (f"#{index} ({origin}, {count} token{'' if count == 1 else 's'}, "
+                f"{self.finish_reason}): {text}")
 
 
 def forced_step(step: TokenStats, alternative: int) -> TokenStats:

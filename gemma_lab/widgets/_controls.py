@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
+
+import ipywidgets as w
 
 
 def natural_labels(*controls: Any) -> None:
@@ -18,4 +21,33 @@ def natural_labels(*controls: Any) -> None:
         control.style.description_width = "initial"
 
 
-__all__ = ["natural_labels"]
+class StatusText(w.HTML):
+    """A status line that wraps instead of being cut off: set `text` (plain text, escaped
+    before it reaches the page; error messages may quote what a user typed).
+
+    Example:
+        >>> status = StatusText("Tracing <b>")
+        >>> status.text, status.value
+        ('Tracing <b>', 'Tracing &lt;b&gt;')
+    """
+
+    def __init__(self, text: str = ""):
+        super().__init__(layout=w.Layout(flex="1 1 auto", width="auto", min_width="0"))
+        self.text = text
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @text.setter
+    def text(self, text: str) -> None:
+        self._text = str(text)
+        self.value = html.escape(self._text)
+
+
+def status_text(text: str = "") -> StatusText:
+    """A wrapping status line (`StatusText`) showing `text`."""
+    return StatusText(text)
+
+
+__all__ = ["StatusText", "natural_labels", "status_text"]

@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
-import plotly.graph_objects as go
 
+from gemma_lab._markup import Html, join, tag
 from gemma_lab.backend import import_keras
 from gemma_lab.defaults import FINETUNE
 from gemma_lab.errors import GemmaLabError, InputError
-from gemma_lab.figures.loss import loss_figure
 from gemma_lab.finetune import Example, load_examples
+from gemma_lab.finetune.lora import lora_rank
+from gemma_lab.widgets import _static
 from gemma_lab.widgets._background import BackgroundJob
-from gemma_lab.widgets._controls import natural_labels
-from gemma_lab.widgets._figure_widget import replace_figure
+from gemma_lab.widgets._controls import natural_labels, status_text
+from gemma_lab.widgets._figure_widget import FigureSlot
+from gemma_lab.widgets._snapshot import LIVE_CLASS, Snapshot, SnapshotDisplay, status_line
 
 if TYPE_CHECKING:
     from gemma_lab.finetune import FinetuneResult, FinetuneRun
@@ -28,12 +30,14 @@ COMPARISON_ROWS = 20
 _CELL_CHARS = 120
 
 
-class FinetunePanel(w.VBox):
+class FinetunePanel(SnapshotDisplay, w.VBox):
     """LoRA fine-tune `lab` from a panel (`FinetuneRun` on a background thread).
 
     Data comes from `data=` (anything `lab.finetune` accepts) or the data box: a .jsonl /
     .csv path or the name of a notebook variable. Stop ends training at the next step
     boundary; "if stopped" (read when Stop is pressed) keeps or discards the partial adapter.
+    A saved notebook keeps the last state (`snapshot`: status, data preview, loss curve and
+    before/after table) as static HTML.
 
     Example:
         >>> from gemma_lab.testing import tiny_session
@@ -50,6 +54,8 @@ class FinetunePanel(w.VBox):
         self.run: FinetuneRun | None = None
         self.result: FinetuneResult | None = None
         self._job = BackgroundJob(self._set_busy, self._show_error)
+        self._origin = "the base model"  # what the last run started from, in words
+        self.snapshot = Snapshot("Fine-tune panel")
 
         self.data_source = w.Text(placeholder="path to .jsonl / .csv, or a notebook variable",
                                   description="data", layout=w.Layout(width="70%"))
@@ -72,19 +78,27 @@ class FinetunePanel(w.VBox):
         self.on_stop = w.ToggleButtons(options=[("keep partial adapter", True),
                                                 ("discard partial adapter", False)],
                                        description="if stopped")
+        self.start_from = w.ToggleButtons(options=[("base model", "base"),
+                                                   ("adapter in use", "adapter")],
+                                          description="start from",
+                                          tooltip="base model: a fresh adapter (the one in "
+                                                  "use must be saved first); adapter in use: "
+                                                  "continue training it")
         self.start_button = w.Button(description="Start", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop",
                                     disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=1, description="steps")
-        self.status = w.Label(value=f"Model: {lab.model_id} ({lab.backend})")
-        self.loss = go.FigureWidget(loss_figure([], []))
-        self.comparison = go.FigureWidget()
+        self.status = status_text(f"Model: {lab.model_id} ({lab.backend})")
+        # Plain plotly outputs in Output widgets (a reloaded page redraws the data), hidden
+        # until there is something to draw.
+        self.loss = FigureSlot()
+        self.comparison = FigureSlot()
         self.comparison_table = w.HTML()
         self.adapter_name = w.Text(placeholder="adapter name", description="adapter")
         self.save_button = w.Button(description="Save adapter", icon="save", disabled=True)
         natural_labels(self.data_source, self.rank, self.epochs, self.learning_rate,
                        self.batch_size, self.max_length, self.held_out, self.on_stop,
-                       self.progress, self.adapter_name)
+                       self.start_from, self.progress, self.adapter_name)
 
         self.load_button.on_click(lambda _: self._load_from_box())
         self.start_button.on_click(lambda _: self.start())
@@ -94,14 +108,18 @@ class FinetunePanel(w.VBox):
         hyper = w.HBox([self.rank, self.epochs, self.learning_rate, self.batch_size,
                         self.max_length, self.held_out], layout=w.Layout(flex_flow="row wrap"))
         super().__init__([
-            w.HBox([self.data_source, self.load_button]), self.preview, hyper, self.on_stop,
-            w.HBox([self.start_button, self.stop_button, self.progress, self.status]),
+            w.HBox([self.data_source, self.load_button]), self.preview, hyper,
+            w.HBox([self.start_from, self.on_stop], layout=w.Layout(flex_flow="row wrap")),
+            w.HBox([self.start_button, self.stop_button, self.progress]), self.status,
             self.loss, self.comparison, self.comparison_table,
             w.HBox([self.adapter_name, self.save_button]),
         ])
         self.add_class("gemma-lab-finetune-panel")
+        self.add_class(LIVE_CLASS)
         if data is not None:
             self.set_data(data)
+        self._fix_rank()
+        self._save_snapshot()
 
     @property
     def busy(self) -> bool:
@@ -120,6 +138,7 @@ class FinetunePanel(w.VBox):
         """Use `data` (any form `lab.finetune` accepts) and preview its first rows."""
         self.examples = load_examples(data)
         self.preview.value = _preview_html(self.examples)
+        self._save_snapshot()
         return self.examples
 
     def _load_from_box(self) -> None:
@@ -136,18 +155,40 @@ class FinetunePanel(w.VBox):
             return False
         try:
             run = self._make_run()
+            origin = self._set_start()
         except GemmaLabError as error:
             self._show_error(str(error))
             return False
         self.run, self.result = run, None
         total = run.epochs * run.steps_per_epoch
         self.progress.max, self.progress.value = total, 0
-        for trace in self.loss.data:
-            trace.x, trace.y = [], []
-        self.comparison.data = ()
+        self.loss.clear()
+        self.comparison.clear()
         self.comparison_table.value = ""
-        self.status.value = f"Training: 0/{total} steps…"
+        self.status.text = f"Training from {origin}: 0/{total} steps…"
+        self._origin = origin
+        self._save_snapshot()
         return self._job.start(lambda: self._train(run))
+
+    def _set_start(self) -> str:
+        """Put the model where "start from" says; what training starts from, in words."""
+        name = self.lab.adapter_name
+        if self.start_from.value == "adapter" or name is None:
+            return "the base model" if name is None else f"adapter {name!r}"
+        if name.startswith("unsaved-"):
+            raise InputError(f"The adapter in use ({name}) is not saved, and starting from "
+                             "the base model would drop it: save it first (adapter name, "
+                             "Save adapter), or choose start from: adapter in use.")
+        self.lab.adapters.unload()  # saved: lab.adapters.load(name) brings it back
+        return f"the base model (adapter {name!r} set aside, still saved)"
+
+    def _fix_rank(self) -> None:
+        """Once LoRA is on, its rank is fixed for the session (keras-hub cannot re-rank)."""
+        rank = lora_rank(self.lab.backbone)
+        if rank is not None:
+            self.rank.value, self.rank.disabled = rank, True
+            self.rank.tooltip = (f"LoRA is enabled with rank {rank} on this session's model; "
+                                 "a different rank needs a fresh gemma_lab.load()")
 
     def stop(self) -> None:
         """End training at the next step boundary, keeping or discarding the partial adapter
@@ -155,7 +196,7 @@ class FinetunePanel(w.VBox):
         if self.run is not None and self.busy:
             self.run.keep_partial = self.on_stop.value
             self.run.stop()
-            self.status.value = "Stopping after this step…"
+            self.status.text = "Stopping after this step…"
 
     def save(self) -> Path | None:
         """Save the session's adapter under the name in the adapter box."""
@@ -164,7 +205,8 @@ class FinetunePanel(w.VBox):
         except GemmaLabError as error:
             self._show_error(str(error))
             return None
-        self.status.value = f"Saved adapter {self.adapter_name.value.strip()!r} to {path}"
+        self.status.text = f"Saved adapter {self.adapter_name.value.strip()!r} to {path}"
+        self._save_snapshot()
         return path
 
     def _make_run(self) -> FinetuneRun:
@@ -182,16 +224,22 @@ class FinetunePanel(w.VBox):
         )
 
     def _train(self, run: FinetuneRun) -> None:
-        result = run.run()
+        try:
+            result = run.run()
+        finally:
+            self._fix_rank()
         self.result = result
-        self.status.value = str(result)
+        self.status.text = f"{result} (from {self._origin})"
         if result.comparison is not None:
-            replace_figure(self.comparison, result.comparison.figure())
+            self.comparison.show(result.comparison.figure())
             self.comparison_table.value = _comparison_html(result.comparison.rows())
+        self._save_snapshot()
 
     def _on_step(self) -> None:
         self.progress.value += 1
-        self.status.value = f"Training: {self.progress.value}/{self.progress.max} steps…"
+        # (the saved view is redrawn when the run ends, not at every step)
+        self.status.text = (f"Training from {self._origin}: {self.progress.value}/"
+                            f"{self.progress.max} steps…")
 
     def _set_busy(self, busy: bool) -> None:
         self.start_button.disabled = busy
@@ -200,7 +248,43 @@ class FinetunePanel(w.VBox):
         self.save_button.disabled = busy or self.lab.adapters.active is None
 
     def _show_error(self, message: str) -> None:
-        self.status.value = message
+        self.status.text = message
+        self._save_snapshot()
+
+    def _save_snapshot(self) -> None:
+        """Redraw the saved view: status, data preview, loss curve, before / after."""
+        parts = [status_line(self.status.text)]
+        if self.preview.value:
+            parts.append(Html(self.preview.value))  # _preview_html: every cell escaped
+        result, summary = self.result, "not trained yet"
+        if result is not None:
+            per_epoch = max(result.steps_per_epoch, 1)
+            series = {"train": (list(range(1, len(result.train_loss) + 1)),
+                                [float(v) for v in result.train_loss])}
+            if result.validation_loss:
+                series["validation"] = (
+                    [per_epoch * (epoch + 1) for epoch in range(len(result.validation_loss))],
+                    [float(v) for v in result.validation_loss])
+            parts.append(_static.lines(series, "Fine-tuning loss", "step",
+                                       "cross-entropy (nats per response token)"))
+            if result.comparison is not None:
+                parts.append(_before_after_svg(result.comparison))
+                parts.append(Html(self.comparison_table.value))  # escaped cells
+            summary = f"{result.steps}/{result.total_steps} steps, {result.stop_reason}"
+        self.snapshot.update(parts, summary)
+
+
+def _before_after_svg(comparison: Any) -> Html:
+    """Per held-out example, mean reference-token probability before and after."""
+    pictures = []
+    for name, rows, colour in (("before", comparison.before, "#9fb4d0"),
+                               ("after", comparison.after, "#4c78a8")):
+        labels = [str(index) for index in range(len(rows))]
+        values = [float(sum(row.probs) / max(len(row.probs), 1)) for row in rows]
+        pictures.append(_static.bars(values, labels, f"Reference response probability, {name}",
+                                     colours=[colour] * len(values), top=1.0, width=360,
+                                     height=110))
+    return tag("div", join(pictures), style="display:flex;flex-wrap:wrap;gap:16px")
 
 
 def _step_counter(keras: Any, on_step: Any) -> Any:

@@ -9,15 +9,18 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
-import plotly.graph_objects as go
 
+from gemma_lab._markup import Html, tag
 from gemma_lab.defaults import MAX_NEW_TOKENS, MAX_NEW_TOKENS_LIMIT
 from gemma_lab.errors import GemmaLabError, InputError
 from gemma_lab.figures import steps_figure
+from gemma_lab.widgets import _static
 from gemma_lab.widgets._background import BackgroundJob
 from gemma_lab.widgets._branches import Branch, forced_step
 from gemma_lab.widgets._chat_view import ChatBranch, turns_html
 from gemma_lab.widgets._controls import natural_labels
+from gemma_lab.widgets._figure_widget import FigureSlot
+from gemma_lab.widgets._snapshot import LIVE_CLASS, Snapshot, SnapshotDisplay, status_line
 from gemma_lab.widgets._token_strip import TokenStrip, prompt_entries, step_entry
 
 if TYPE_CHECKING:
@@ -27,8 +30,10 @@ if TYPE_CHECKING:
     from gemma_lab.token_stats import TokenStats
 
 MODES = ("Complete", "Chat")
+SNAPSHOT_TOKENS = 512  # the saved view draws at most this many tokens
 
-class Playground(w.VBox):
+
+class Playground(SnapshotDisplay, w.VBox):
     """Generate interactively: tokens stream in coloured by probability; click one to see
     its top-k alternatives and branch (regenerate from there with an alternative).
 
@@ -41,6 +46,9 @@ class Playground(w.VBox):
     optional system prompt at its start; the reply streams into the token strip. A reply
     joins the conversation only when it is complete (Stop leaves it out), and a completed
     branch of the last reply replaces it, so the conversation continues from the branch.
+
+    A saved notebook keeps the shown branch (`snapshot`: its tokens, their probabilities
+    and the status line) as static HTML.
 
     Example:
         >>> from gemma_lab.testing import tiny_session
@@ -64,6 +72,7 @@ class Playground(w.VBox):
         self.branches: list[Branch] = []
         self._stream: GenerationStream | None = None
         self._job = BackgroundJob(self._set_busy, self._show_error)
+        self.snapshot = Snapshot("Playground")
 
         self.mode = w.ToggleButtons(options=list(MODES), value=mode,
                                     tooltips=["Continue the prompt as written",
@@ -98,7 +107,7 @@ class Playground(w.VBox):
                                       disabled=True)
         self.history = w.Dropdown(options=[], description="branches",
                                   layout=w.Layout(width="100%"))
-        self.figure_box = w.VBox()
+        self.figure_box = FigureSlot()
         natural_labels(self.max_new_tokens, self.temperature, self.top_k, self.top_p,
                        self.seed, self.alternatives, self.history, self.system)
 
@@ -121,7 +130,9 @@ class Playground(w.VBox):
             self.history, self.figure_box,
         ])
         self.add_class("gemma-lab-playground")
+        self.add_class(LIVE_CLASS)
         self._show_mode()
+        self._save_snapshot()
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -173,6 +184,7 @@ class Playground(w.VBox):
         self.lab.reset_chat()
         self._show_conversation()
         self.status.value = "New chat."
+        self._save_snapshot()
 
     def branch(self) -> bool:
         """Regenerate from the selected token with the selected alternative in its place."""
@@ -225,9 +237,11 @@ class Playground(w.VBox):
         steps: list[TokenStats] = []
         last_draw = 0.0
         self._show_tokens(branch)
+        self.figure_box.clear()  # the last run's chart goes while this one streams
         if isinstance(branch, ChatBranch):
             self._show_conversation(pending=branch.message if branch.parent is None else None)
-        self.status.value = "Generating…"
+        self.status.value = ("Generating… (the first run of a length or sampler compiles "
+                             "it: a few seconds)")
         try:
             for step in running:
                 steps.append(step)
@@ -242,11 +256,14 @@ class Playground(w.VBox):
                     prompt_tokens=branch.prompt_tokens or result.prompt_tokens,
                     finish_reason=result.finish_reason)
                 self._add_branch(branch)
-                self.status.value = (f"{len(result.steps)} tokens, {result.finish_reason}, "
+                count = len(result.steps)
+                self.status.value = (f"{count} token{'' if count == 1 else 's'}, "
+                                     f"{result.finish_reason}, "
                                      f"{result.timing.get('tokens_per_s', 0.0):.1f} tokens/s")
             self._stream = None
             if isinstance(branch, ChatBranch):
                 self._record_reply(branch, result)
+            self._save_snapshot()
 
     def _record_reply(self, branch: ChatBranch, result: Generation | None) -> None:
         """Put a finished chat reply into the conversation (if complete), then redraw it."""
@@ -307,11 +324,36 @@ class Playground(w.VBox):
 
     def _show_figure(self, branch: Branch) -> None:
         if not branch.steps:
-            self.figure_box.children = ()
+            self.figure_box.clear()
             return
-        after = "of the reply" if isinstance(branch, ChatBranch) else "after the prompt"
-        figure = steps_figure(branch.steps, "probs", title=f"Probability of each token {after}")
-        self.figure_box.children = (go.FigureWidget(figure),)
+        figure = steps_figure(branch.steps, "probs", title=_figure_title(branch))
+        self.figure_box.show(figure)  # its JSON is the slot's state: a reload redraws it
+
+    def _save_snapshot(self) -> None:
+        """Redraw the saved view: the status, the conversation (chat mode), the shown
+        branch's tokens and the probability of each generated one."""
+        parts = [status_line(self.status.value)]
+        if self.chatting:
+            parts.append(Html(self.conversation.value))  # turns_html: every text escaped
+        branch, tokens = self.current, self.strip.tokens  # the strip shows that branch
+        if tokens:
+            parts.append(_static.strip(tokens[:SNAPSHOT_TOKENS]))
+        summary = "nothing generated yet"
+        if branch is not None:
+            label = self.history.label or ""
+            parts.insert(1, tag("div", f"branch {label}", class_="gemma-lab-snapshot-branch",
+                                style="color:#555;font-size:11px"))
+            steps = branch.steps[:SNAPSHOT_TOKENS]
+            if steps:
+                parts.append(_static.bars([s.prob for s in steps],
+                                          [s.text or s.piece for s in steps],
+                                          _figure_title(branch), top=1.0))
+            count = len(branch.steps)
+            summary = (f"{count} token{'' if count == 1 else 's'} generated "
+                       f"({branch.finish_reason})")
+        if len(tokens) > SNAPSHOT_TOKENS:
+            parts.append(status_line(f"(first {SNAPSHOT_TOKENS} of {len(tokens)} tokens)"))
+        self.snapshot.update(parts, summary)
 
     # --- events ------------------------------------------------------------------------
     def _on_history(self, change: dict[str, Any]) -> None:
@@ -322,6 +364,7 @@ class Playground(w.VBox):
         self._show_tokens(branch)
         self._show_figure(branch)
         self._clear_alternatives()
+        self._save_snapshot()
 
     def _on_token_selected(self, change: dict[str, Any]) -> None:
         position = self._selected_position()
@@ -363,6 +406,7 @@ class Playground(w.VBox):
 
     def _show_error(self, message: str) -> None:
         self.status.value = message
+        self._save_snapshot()
 
     @property
     def _chat(self) -> Chat:
@@ -397,6 +441,11 @@ class Playground(w.VBox):
             "top_p": None if self.top_p.value >= 1.0 else self.top_p.value,
             "seed": seed,
         }
+
+
+def _figure_title(branch: Branch) -> str:
+    after = "of the reply" if isinstance(branch, ChatBranch) else "after the prompt"
+    return f"Probability of each token {after}"
 
 
 def playground(lab: GemmaLab, **options: Any) -> Playground:

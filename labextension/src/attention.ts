@@ -5,7 +5,7 @@
 
 import { IAttention, IToken } from './payload';
 import { sequentialColor } from './colors';
-import { formatProb, h, indexSelect, quoteToken } from './dom';
+import { formatProb, h, indexSelect, payloadTokenLabels, quoteToken } from './dom';
 
 export const SECTION_CLASS = 'jp-GemmaLab-attention';
 export const LAYER_SELECT_CLASS = 'jp-GemmaLab-layerSelect';
@@ -63,6 +63,10 @@ export class AttentionView {
     const mean = h('option', undefined, 'mean of heads');
     mean.value = String(MEAN_HEAD);
     this._headSelect.appendChild(mean);
+    if (attention.heads.length > 1) {
+      // Like the widgets and figures: the mean of heads first, each head one pick away.
+      this._headSelect.value = String(MEAN_HEAD);
+    }
     this._layerSelect.addEventListener('change', () => this.draw());
     this._headSelect.addEventListener('change', () => this.draw());
     toolbar.appendChild(this._layerSelect);
@@ -168,8 +172,8 @@ export class AttentionView {
   }
 
   private _label(position: number): string {
-    const token = this._tokens[position];
-    return token ? token.text.replace(/\n/g, '↵') : String(position);
+    this._labels = this._labels ?? payloadTokenLabels(this._tokens);
+    return this._labels[position] ?? String(position);
   }
 
   private _onHover(event: MouseEvent): void {
@@ -199,4 +203,5 @@ export class AttentionView {
   private _matrix: number[][] = [];
   private _cell = MAX_CELL;
   private _max = 0;
+  private _labels: string[] | null = null;
 }

@@ -20,13 +20,6 @@ export function entropyColor(entropy: number, maxEntropy: number): string {
   return `hsla(275, 70%, 50%, ${(0.05 + 0.55 * t).toFixed(3)})`;
 }
 
-/** Diverging: blue (negative) ↔ transparent (zero) ↔ red (positive), for `score` in [-1, 1]. */
-export function divergingColor(score: number): string {
-  const magnitude = clamp01(Math.abs(score));
-  const rgb = score >= 0 ? '214, 39, 40' : '31, 119, 180';
-  return `rgba(${rgb}, ${(0.7 * magnitude).toFixed(3)})`;
-}
-
 const LOW: [number, number, number] = [247, 251, 255];
 const MID: [number, number, number] = [107, 174, 214];
 const HIGH: [number, number, number] = [8, 48, 107];
@@ -49,8 +42,8 @@ const RED = '214, 39, 40';
 
 /**
  * Diverging for gains and losses: blue (positive) ↔ transparent (zero) ↔ red (negative), for
- * `score` in [-1, 1]. The opposite sense of `divergingColor`: used where positive means "more
- * likely / raises the logit" (comparison strip, logit attribution).
+ * `score` in [-1, 1]: the one palette for signed effects on the target (attribution: blue for,
+ * red against; comparison strip; logit attribution).
  */
 export function gainColor(score: number): string {
   const value = Number.isFinite(score) ? score : 0;

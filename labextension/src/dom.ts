@@ -86,13 +86,108 @@ export function formatSignificant(value: number | null | undefined, digits = 4):
   return String(Number(value.toPrecision(digits)));
 }
 
+const BYTE = /<0x([0-9A-Fa-f]{2})>/g;
+const BYTES = /(?:<0x[0-9A-Fa-f]{2}>)+/g;
+const ONLY_BYTES = /^(?:<0x[0-9A-Fa-f]{2}>)+$/;
+const VISIBLE_WHITESPACE: Record<string, string> = { '\n': '↵', '\t': '⇥', '\r': '␍' };
+// Control, format, surrogate, private-use and unassigned characters, and separators other
+// than the plain space: drawn as nothing or as an empty box, so shown as their code instead.
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\uFFFD]|(?! )\p{Zs}/u;
+
+function byteValues(piece: string): number[] | null {
+  if (!piece || !ONLY_BYTES.test(piece)) {
+    return null;
+  }
+  return (piece.match(BYTE) ?? []).map(m => parseInt(m.slice(3, 5), 16));
+}
+
+function hex(value: number, width: number): string {
+  return value.toString(16).toUpperCase().padStart(width, '0');
+}
+
+/** Bytes as the characters they make, or `\xNN` badges where they make none. */
+function decodeBytes(values: number[]): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(new Uint8Array(values));
+  } catch {
+    return values.map(v => `\\x${hex(v, 2)}`).join('');
+  }
+}
+
 /**
- * A token as a short one-line label: newlines as "↵", tabs as "⇥", and a token made only of
- * spaces as "␣" marks so it stays visible. Use `quoteToken` where the exact text matters.
+ * A token as a readable one-line label: newline "↵", tab "⇥", a token of spaces only as "␣"
+ * marks, byte-fallback pieces (`<0xE2><0x86><0x92>`) as their character or a `\xNN` badge,
+ * invisible characters as `\xNN` / `\uNNNN`, the empty token as "∅". The same rule as
+ * gemma_lab/figures/_labels.py `token_display`. Use `quoteToken` where the exact text matters.
  */
 export function tokenLabel(text: string): string {
-  const shown = text.replace(/\n/g, '↵').replace(/\t/g, '⇥');
-  return shown.length > 0 && shown.trim() === '' ? shown.replace(/ /g, '␣') : shown;
+  if (!text) {
+    return '∅';
+  }
+  const decoded = text.replace(BYTES, run => decodeBytes(byteValues(run) ?? []));
+  if (decoded.replace(/ /g, '') === '') {
+    return '␣'.repeat(decoded.length);
+  }
+  return Array.from(decoded)
+    .map(char => {
+      if (char in VISIBLE_WHITESPACE) {
+        return VISIBLE_WHITESPACE[char];
+      }
+      if (INVISIBLE.test(char)) {
+        const code = char.codePointAt(0) ?? 0;
+        return code < 0x100 ? `\\x${hex(code, 2)}` : `\\u${hex(code, 4)}`;
+      }
+      return char;
+    })
+    .join('');
+}
+
+/**
+ * Labels for a sequence of tokens (their pieces, or texts): a run of single-byte pieces that
+ * decodes as UTF-8 is labelled with its character at every position of the run; the rest as
+ * `tokenLabel`. The same rule as gemma_lab/figures/_labels.py `token_displays`.
+ */
+export function tokenLabels(tokens: string[]): string[] {
+  const labels = tokens.map(tokenLabel);
+  let start = 0;
+  while (start < tokens.length) {
+    if (byteValues(tokens[start]) === null) {
+      start++;
+      continue;
+    }
+    let end = start;
+    while (end < tokens.length && byteValues(tokens[end]) !== null) {
+      end++;
+    }
+    let position = start;
+    while (position < end) {
+      let merged = false;
+      for (let stop = Math.min(end, position + 4); stop > position; stop--) {
+        const chunk = tokens.slice(position, stop).flatMap(piece => byteValues(piece) ?? []);
+        try {
+          const shown = new TextDecoder('utf-8', { fatal: true }).decode(new Uint8Array(chunk));
+          labels.fill(tokenLabel(shown), position, stop);
+          position = stop;
+          merged = true;
+          break;
+        } catch {
+          continue;
+        }
+      }
+      if (!merged) {
+        position++; // a byte that starts no character keeps its badge
+      }
+    }
+    start = end;
+  }
+  return labels;
+}
+
+/** Labels for payload tokens: by piece where the piece is a byte token, else by text. */
+export function payloadTokenLabels(tokens: { text: string; piece?: string }[]): string[] {
+  return tokenLabels(
+    tokens.map(t => (typeof t.piece === 'string' && byteValues(t.piece) !== null ? t.piece : t.text))
+  );
 }
 
 /** `value` when it is a finite number, else null. */

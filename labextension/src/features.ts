@@ -7,7 +7,7 @@
  */
 
 import { IFeatures, IToken } from './payload';
-import { formatSignificant, h, quoteToken, setData, tokenLabel } from './dom';
+import { formatSignificant, h, quoteToken, setData, tokenLabels } from './dom';
 
 export const SECTION_CLASS = 'jp-GemmaLab-features';
 export const TOKEN_CLASS = 'jp-GemmaLab-featureToken';
@@ -54,8 +54,9 @@ export function renderFeatures(features: IFeatures, tokens: IToken[]): HTMLEleme
     });
 
   const strip = h('div', 'jp-GemmaLab-text');
+  const labels = tokenLabels(tokens.map(token => token.piece ?? token.text));
   const spans: HTMLSpanElement[] = tokens.map((token, position) => {
-    const span = h('span', TOKEN_CLASS, tokenLabel(token.piece ?? token.text));
+    const span = h('span', TOKEN_CLASS, labels[position]);
     setData(span, 'position', position);
     span.addEventListener('mouseenter', () => showToken(position));
     span.addEventListener('focus', () => showToken(position));

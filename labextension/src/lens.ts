@@ -5,7 +5,7 @@
 
 import { ILens, IToken } from './payload';
 import { needsLightText, sequentialColor } from './colors';
-import { formatProb, h, quoteToken, setData } from './dom';
+import { formatProb, h, payloadTokenLabels, quoteToken, setData, tokenLabel } from './dom';
 
 export const SECTION_CLASS = 'jp-GemmaLab-lens';
 export const GRID_CLASS = 'jp-GemmaLab-lensGrid';
@@ -25,12 +25,13 @@ export function renderLens(lens: ILens, tokens: IToken[]): HTMLElement {
   const table = h('table', GRID_CLASS);
   const positions = Math.max(0, ...lens.top_tokens.map(row => row.length));
 
+  const labels = payloadTokenLabels(tokens);
   const head = h('tr');
   head.appendChild(h('th', 'jp-GemmaLab-lensCorner', 'layer \\ token'));
   for (let p = 0; p < positions; p++) {
-    const th = h('th', 'jp-GemmaLab-lensPosition', (tokens[p]?.text ?? String(p)).replace(/\n/g, '↵'));
+    const th = h('th', 'jp-GemmaLab-lensPosition', labels[p] ?? String(p));
     th.setAttribute('data-position', String(p));
-    th.setAttribute('title', `${p}: ${quoteToken(tokens[p]?.text ?? '')}`);
+    th.setAttribute('title', `${p}: ${quoteToken(tokens[p]?.piece ?? tokens[p]?.text ?? '')}`);
     head.appendChild(th);
   }
   table.appendChild(head);
@@ -42,7 +43,7 @@ export function renderLens(lens: ILens, tokens: IToken[]): HTMLElement {
       const top = lens.top_tokens[i]?.[p] ?? '';
       const topProb = lens.top_probs[i]?.[p];
       const targetProb = lens.target_probs[i]?.[p];
-      const cell = h('td', CELL_CLASS, top.replace(/\n/g, '↵'));
+      const cell = h('td', CELL_CLASS, tokenLabel(top));
       cell.setAttribute('data-layer', String(layer));
       cell.setAttribute('data-position', String(p));
       setData(cell, 'top-prob', topProb);

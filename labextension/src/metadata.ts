@@ -4,24 +4,34 @@
  */
 
 import { IMetadata } from './payload';
-import { h } from './dom';
+import { formatSignificant, h } from './dom';
 
 export const FOOTER_CLASS = 'jp-GemmaLab-metadata';
 export const ITEM_CLASS = 'jp-GemmaLab-metaItem';
 
-/** A compact `k=v, k=v` form of an object such as the sampler settings. */
-function formatRecord(record: Record<string, unknown>): string {
+/** A number with 3 significant digits (0.8, 1.23, 12.3), integers as they are. */
+function formatMetaNumber(value: number): string {
+  return Number.isInteger(value) ? String(value) : formatSignificant(value, 3);
+}
+
+/** A compact `k=v, k=v` form of an object such as the sampler settings; `skip` keys (and unset
+ * values) are left out. */
+function formatRecord(record: Record<string, unknown>, skip: string[] = []): string {
   return Object.entries(record)
-    .map(([key, value]) => `${key}=${typeof value === 'number' ? String(value) : JSON.stringify(value)}`)
+    .filter(([key, value]) => !skip.includes(key) && value !== null && value !== undefined)
+    .map(([key, value]) => `${key}=${typeof value === 'number' ? formatMetaNumber(value) : JSON.stringify(value)}`)
     .join(', ');
 }
 
-function formatValue(value: unknown): string {
+function formatValue(value: unknown, skip: string[] = []): string {
   if (value === null || value === undefined) {
     return 'none';
   }
+  if (typeof value === 'number') {
+    return formatMetaNumber(value);
+  }
   if (typeof value === 'object') {
-    return formatRecord(value as Record<string, unknown>);
+    return formatRecord(value as Record<string, unknown>, skip);
   }
   return String(value);
 }
@@ -46,7 +56,9 @@ export function renderMetadata(metadata: IMetadata): HTMLElement {
     const item = h('span', ITEM_CLASS);
     item.setAttribute('data-key', key);
     item.appendChild(h('span', 'jp-GemmaLab-metaKey', `${key}: `));
-    item.appendChild(h('span', 'jp-GemmaLab-metaValue', formatValue(value)));
+    // The seed has its own item: the sampler settings don't repeat it.
+    const skip = key === 'sampler' && 'seed' in metadata ? ['seed'] : [];
+    item.appendChild(h('span', 'jp-GemmaLab-metaValue', formatValue(value, skip)));
     if (key === 'model' && typeof metadata.weights_sha256 === 'string') {
       item.setAttribute('title', `weights sha256 ${metadata.weights_sha256}`);
     }

@@ -1,11 +1,14 @@
 /**
  * The token view: tokens coloured by probability or entropy, and a popup with the
- * top-k alternatives of a clicked token.
+ * top-k alternatives of a clicked token. The popup is `position: fixed` in viewport
+ * coordinates (below the token, or above when there is no room), so the output area's
+ * overflow never clips it; it follows the token on scroll and closes on Escape, on a press
+ * outside, or when its token scrolls out of view.
  */
 
 import { IToken } from './payload';
 import { entropyColor, probabilityColor } from './colors';
-import { formatNumber, formatProb, h, logOf, quoteToken, setData } from './dom';
+import { formatNumber, formatProb, h, logOf, quoteToken, setData, tokenLabel } from './dom';
 
 export const SECTION_CLASS = 'jp-GemmaLab-tokenSection';
 export const TOOLBAR_CLASS = 'jp-GemmaLab-toolbar';
@@ -60,6 +63,31 @@ function tooltip(token: IToken): string {
     lines.push(`${i + 1}. ${quoteToken(text)}  ${formatProb(prob)}`);
   });
   return lines.join('\n');
+}
+
+/** The viewport, cut to the nearest ancestor that makes a fixed element's containing block. */
+function fixedBounds(node: HTMLElement): { left: number; top: number; right: number; bottom: number } {
+  const width = document.documentElement.clientWidth || window.innerWidth;
+  const height = document.documentElement.clientHeight || window.innerHeight;
+  const bounds = { left: 0, top: 0, right: width, bottom: height };
+  for (let a = node.parentElement; a && a !== document.body; a = a.parentElement) {
+    const style = getComputedStyle(a);
+    const contain = style.contain || '';
+    if (
+      style.transform !== 'none' ||
+      style.filter !== 'none' ||
+      /paint|layout|strict|content/.test(contain) ||
+      /transform|filter/.test(style.willChange || '')
+    ) {
+      const box = a.getBoundingClientRect();
+      bounds.left = Math.max(bounds.left, box.left);
+      bounds.top = Math.max(bounds.top, box.top);
+      bounds.right = Math.min(bounds.right, box.right);
+      bounds.bottom = Math.min(bounds.bottom, box.bottom);
+      break;
+    }
+  }
+  return bounds;
 }
 
 export class TokenView {
@@ -139,6 +167,10 @@ export class TokenView {
 
   /** Close the alternatives popup, if open. */
   closePopup(): void {
+    window.removeEventListener('scroll', this._onScroll, true);
+    window.removeEventListener('resize', this._onScroll);
+    document.removeEventListener('mousedown', this._onOutside, true);
+    document.removeEventListener('keydown', this._onEscape, true);
     this._popup.hidden = true;
     this._popup.removeAttribute('data-index');
     this._selected?.classList.remove(SELECTED_CLASS);
@@ -221,7 +253,9 @@ export class TokenView {
         row.setAttribute('data-rank', String(i + 1));
         setData(row, 'prob', prob);
         row.appendChild(h('td', undefined, String(i + 1)));
-        row.appendChild(h('td', 'jp-GemmaLab-altText', quoteToken(text)));
+        const cell = h('td', 'jp-GemmaLab-altText', tokenLabel(text));
+        cell.setAttribute('title', quoteToken(text));
+        row.appendChild(cell);
         row.appendChild(h('td', undefined, formatProb(prob)));
         row.appendChild(h('td', undefined, formatNumber(logOf(prob))));
         const barCell = h('td');
@@ -234,14 +268,91 @@ export class TokenView {
       popup.appendChild(table);
     }
     popup.hidden = false;
-
-    // Place the popup under the token, kept inside the section horizontally.
-    const sectionBox = this.node.getBoundingClientRect();
-    const tokenBox = span.getBoundingClientRect();
-    const maxLeft = Math.max(0, sectionBox.width - popup.offsetWidth);
-    popup.style.left = `${Math.min(Math.max(0, tokenBox.left - sectionBox.left), maxLeft)}px`;
-    popup.style.top = `${tokenBox.bottom - sectionBox.top + 2}px`;
+    this._place();
+    // A fixed pop-up does not move with the page: follow the token while it scrolls.
+    window.addEventListener('scroll', this._onScroll, true);
+    window.addEventListener('resize', this._onScroll);
+    document.addEventListener('mousedown', this._onOutside, true);
+    document.addEventListener('keydown', this._onEscape, true);
   }
+
+  /** Escape closes the pop-up wherever the focus is. */
+  private _onEscape = (event: KeyboardEvent): void => {
+    if (event.key === 'Escape') {
+      this.closePopup();
+    }
+  };
+
+  /** A press anywhere but the pop-up and the tokens closes it (it may cover other cells). */
+  private _onOutside = (event: MouseEvent): void => {
+    const target = event.target as Node | null;
+    if (target && !this._popup.contains(target) && !this._container.contains(target)) {
+      this.closePopup();
+    }
+  };
+
+  /**
+   * Place the pop-up in viewport coordinates (`position: fixed`), so the output area's
+   * overflow never clips it: under the token when it fits there, else above it, else on the
+   * side with more room with its own scroll bar; kept inside the viewport horizontally.
+   */
+  private _place(): void {
+    const span = this._selected;
+    const popup = this._popup;
+    if (!span || popup.hidden) {
+      return;
+    }
+    if (!span.isConnected) {
+      this.closePopup();
+      return;
+    }
+    const margin = 4;
+    // The box a fixed element is drawn in: the viewport, or the nearest ancestor with a
+    // transform / containment (JupyterLab's panels), which is also where it would be clipped.
+    const bounds = fixedBounds(popup);
+    const token = span.getBoundingClientRect();
+    popup.style.maxHeight = '';
+    popup.style.left = '0px';
+    popup.style.top = '0px';
+    const origin = popup.getBoundingClientRect();
+    const natural = popup.scrollHeight;
+    const below = bounds.bottom - token.bottom - 2 * margin;
+    const above = token.top - bounds.top - 2 * margin;
+    let top: number;
+    if (natural <= below || below >= above) {
+      top = token.bottom + margin;
+      if (natural > below) {
+        popup.style.maxHeight = `${Math.max(60, below)}px`;
+      }
+    } else {
+      const height = Math.min(natural, above);
+      popup.style.maxHeight = natural > above ? `${Math.max(60, above)}px` : '';
+      top = token.top - margin - height;
+    }
+    const width = popup.offsetWidth;
+    const left = Math.min(
+      Math.max(bounds.left + margin, token.left),
+      Math.max(bounds.left + margin, bounds.right - width - margin)
+    );
+    popup.style.left = `${Math.round(left - origin.left)}px`;
+    popup.style.top = `${Math.round(Math.max(bounds.top + margin, top) - origin.top)}px`;
+    popup.setAttribute('data-placement', top >= token.bottom ? 'below' : 'above');
+  }
+
+  private _onScroll = (): void => {
+    const span = this._selected;
+    if (!span) {
+      return;
+    }
+    const box = span.getBoundingClientRect();
+    const height = document.documentElement.clientHeight || window.innerHeight;
+    const bounds = fixedBounds(this._popup);
+    if (box.bottom < Math.max(0, bounds.top) || box.top > Math.min(height, bounds.bottom)) {
+      this.closePopup(); // its token scrolled out of view
+    } else {
+      this._place();
+    }
+  };
 
   private _tokens: IToken[];
   private _maxEntropy: number;
