@@ -99,6 +99,17 @@ def write_notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
     return path
 
 
+def open_saved_outputs(page: Page, server: LabServer, name: str, bundles: list[dict]) -> None:
+    """Writes notebook `name` with one saved display_data output per MIME bundle (no kernel
+    needed to show them) and opens it."""
+    cells = [nbformat.v4.new_code_cell(f"# output {i}", outputs=[
+        nbformat.v4.new_output("display_data", data=data)]) for i, data in enumerate(bundles)]
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(notebook, server.root_dir / name)
+    open_notebook(page, server, name)
+
+
 def execute_command(page: Page, command_id: str, args: dict | None = None) -> object:
     """Runs a JupyterLab command by id and waits for its promise (no UI involved)."""
     return page.evaluate(

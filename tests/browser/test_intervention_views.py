@@ -13,7 +13,6 @@ import copy
 import re
 
 import jupyterlab_helpers as lab
-import nbformat
 import pytest
 from playwright.sync_api import expect
 
@@ -75,16 +74,6 @@ def bundle(result) -> dict:
     data = result._repr_mimebundle_()
     assert set(data) == {MIME, "text/html", "text/plain"}
     return data
-
-
-def open_outputs(server, page, name: str, bundles: list[dict]) -> None:
-    """Writes a notebook with one saved display_data output per bundle and opens it."""
-    cells = [nbformat.v4.new_code_cell(f"# output {i}", outputs=[
-        nbformat.v4.new_output("display_data", data=data)]) for i, data in enumerate(bundles)]
-    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(notebook, server.root_dir / name)
-    lab.open_notebook(page, server, name)
 
 
 def view(page, index: int):
@@ -160,7 +149,7 @@ def test_patching_heatmaps_have_a_cell_per_score_and_hover_shows_it(
     page = browser_page
     payloads = [results["patching"].to_dict(), results["heads"].to_dict()]
     assert payloads[0]["version"] == 3 and payloads[1]["patching"]["over"] == "heads"
-    open_outputs(jupyter_server, page, "patching.ipynb",
+    lab.open_saved_outputs(page, jupyter_server, "patching.ipynb",
                  [bundle(results["patching"]), bundle(results["heads"])])
     for index, (payload, name) in enumerate(zip(payloads, ("patching_positions", "patching_heads"),
                                                 strict=True)):
@@ -178,7 +167,7 @@ def test_comparison_strip_colours_tokens_by_diff(jupyter_server, browser_page, r
     label_a, label_b = comparison["labels"]
     assert comparison["diverged_at"] is None and any(d > 0 for d in diffs) and any(
         d < 0 for d in diffs)
-    open_outputs(jupyter_server, page, "comparison.ipynb",
+    lab.open_saved_outputs(page, jupyter_server, "comparison.ipynb",
                  [bundle(results["comparison"]), bundle(results["diverged"])])
 
     strip = view(page, 0).locator(".jp-GemmaLab-comparison")
@@ -239,7 +228,8 @@ def test_logit_attribution_bars_and_head_heatmap(jupyter_server, browser_page, r
     page = browser_page
     payload = results["logit_attribution"].to_dict()
     la = payload["logit_attribution"]
-    open_outputs(jupyter_server, page, "dla.ipynb", [bundle(results["logit_attribution"])])
+    lab.open_saved_outputs(page, jupyter_server, "dla.ipynb",
+                           [bundle(results["logit_attribution"])])
     section = view(page, 0).locator(".jp-GemmaLab-logitAttribution")
     expect(view(page, 0)).to_have_attribute("data-kind", "logit_attribution")
     expect(section.locator(".jp-GemmaLab-toolbar")).to_contain_text(la["target"])
@@ -286,7 +276,7 @@ def test_cache_summary_lists_points_with_rms_strips(jupyter_server, browser_page
     page = browser_page
     payload = results["cache"].to_dict()
     points = payload["cache"]["points"]
-    open_outputs(jupyter_server, page, "cache.ipynb", [bundle(results["cache"])])
+    lab.open_saved_outputs(page, jupyter_server, "cache.ipynb", [bundle(results["cache"])])
     section = view(page, 0).locator(".jp-GemmaLab-cache")
     expect(view(page, 0)).to_have_attribute("data-kind", "cache")
     expect(section.locator(".jp-GemmaLab-cacheTable th")).to_have_text(
@@ -341,7 +331,7 @@ def test_hostile_text_in_the_new_views_renders_as_text(jupyter_server, browser_p
     cache = copy.deepcopy(results["cache"].to_dict())
     cache["cache"]["points"][0]["name"] = HOSTILE
     cache["text"] = HOSTILE_2
-    open_outputs(jupyter_server, page, "hostile_v2.ipynb",
+    lab.open_saved_outputs(page, jupyter_server, "hostile_v2.ipynb",
                  [{MIME: p, "text/plain": "hostile"} for p in (comparison, patching, dla, cache)])
 
     expect(view(page, 0).locator('.jp-GemmaLab-compareToken[data-index="1"]')).to_have_text(
@@ -454,7 +444,7 @@ def test_classification_bars_show_p_violation_per_text_and_policy(
     # values checks the widths and the neutral → red colour scale over the whole range.
     spread = copy.deepcopy(prompts)
     spread["classification"]["probabilities"] = [[0.0, 0.27, 0.52], [0.75, 0.98, 1.0]]
-    open_outputs(jupyter_server, page, "classification.ipynb",
+    lab.open_saved_outputs(page, jupyter_server, "classification.ipynb",
                  [bundle(classifications["prompts"]), {MIME: spread, "text/plain": "spread"},
                   bundle(classifications["responses"])])
 
@@ -512,7 +502,7 @@ def test_version_1_payload_still_renders(jupyter_server, browser_page, results):
     future = {**copy.deepcopy(current), "version": 4}
     missing = {**copy.deepcopy(results["patching"].to_dict())}
     del missing["patching"]  # a v2 kind without its field falls back to the token view
-    open_outputs(jupyter_server, page, "versions.ipynb",
+    lab.open_saved_outputs(page, jupyter_server, "versions.ipynb",
                  [{MIME: p, "text/plain": "text"} for p in (old, current, future, missing)])
 
     for index, payload in ((0, old), (1, current)):

@@ -13,7 +13,6 @@ import os
 import re
 
 import jupyterlab_helpers as lab
-import nbformat
 import numpy as np
 import pytest
 from playwright.sync_api import expect
@@ -38,15 +37,6 @@ def shot(page_or_locator, name: str) -> None:
         lab.screenshot(page_or_locator, name)
     else:
         lab.element_screenshot(page_or_locator, name)
-
-
-def open_outputs(server, page, name: str, outputs: list[dict]) -> None:
-    cells = [nbformat.v4.new_code_cell(f"# output {i}", outputs=[
-        nbformat.v4.new_output("display_data", data=data)]) for i, data in enumerate(outputs)]
-    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(notebook, server.root_dir / name)
-    lab.open_notebook(page, server, name)
 
 
 def figure_bundle(figure) -> dict:
@@ -130,7 +120,7 @@ def test_popup_of_a_one_line_output_is_fully_visible(jupyter_server, browser_pag
     page = browser_page
     data = one_line_generation()
     # Two one-line outputs, so the first one's pop-up would have to cover the second.
-    open_outputs(jupyter_server, page, "one_line.ipynb", [data, data])
+    lab.open_saved_outputs(page, jupyter_server, "one_line.ipynb", [data, data])
     view = lab.cell(page, 0).locator(RENDERED)
     payload = data[MIME]
     generated = [i for i, t in enumerate(payload["tokens"]) if t["role"] == "generated"]
@@ -177,7 +167,7 @@ def test_attribution_legend_matches_the_colours_of_tokens_and_bars(jupyter_serve
                                                                     session):
     page = browser_page
     attribution = session.attribute("hello world, the fox", target=" jumps")
-    open_outputs(jupyter_server, page, "attribution.ipynb",
+    lab.open_saved_outputs(page, jupyter_server, "attribution.ipynb",
                  [attribution._repr_mimebundle_(), figure_bundle(attribution.figure())])
     section = lab.cell(page, 0).locator(f"{RENDERED} .jp-GemmaLab-attribution")
     expect(section).to_be_visible()
@@ -244,7 +234,7 @@ def test_byte_and_whitespace_tokens_are_labelled_readably(jupyter_server, browse
     target[:, -1] = np.nan
     figure = lens_heatmap(target, top,
                           np.full((depths, len(PIECES), 1), 0.5), PIECES)
-    open_outputs(jupyter_server, page, "lens.ipynb",
+    lab.open_saved_outputs(page, jupyter_server, "lens.ipynb",
                  [{MIME: payload, "text/html": render.to_html(payload), "text/plain": "t"},
                   figure_bundle(figure)])
     section = lab.cell(page, 0).locator(f"{RENDERED} .jp-GemmaLab-lens")
