@@ -27,6 +27,8 @@ export const FLAG_CLASS = 'jp-GemmaLab-magicFlag';
 export const VALUE_CLASS = 'jp-GemmaLab-magicValue';
 /** Class of a `{name}` placeholder in a `%%gemma` prompt. */
 export const PLACEHOLDER_CLASS = 'jp-GemmaLab-placeholder';
+/** Class of a `%%gemma` prompt's text: plain prose, not Python (no keyword / string colours). */
+export const PROMPT_CLASS = 'jp-GemmaLab-promptText';
 
 /** One highlighted span: [from, to) offsets into the text and its class. */
 export interface ISpan {
@@ -65,7 +67,7 @@ function magicLineSpans(line: string, offset: number): ISpan[] {
  * The spans to highlight in a cell's text (pure: used by the editor plugin and the tests).
  *
  * Example: `gemmaMagicSpans('%%gemma --seed 1\nHi {name}')` marks `%%gemma`, `--seed`,
- * `1` and `{name}`.
+ * `1`, `Hi ` as prompt text and `{name}`.
  */
 export function gemmaMagicSpans(text: string): ISpan[] {
   const spans: ISpan[] = [];
@@ -77,13 +79,22 @@ export function gemmaMagicSpans(text: string): ISpan[] {
       const indent = line.length - line.trimStart().length;
       spans.push(...magicLineSpans(line.trimStart(), offset + indent));
     } else if (isCellMagic) {
+      // The prompt: plain text between the placeholders, each placeholder marked.
       BRACES.lastIndex = 0;
       let match: RegExpExecArray | null;
+      let text = 0; // where the plain text since the last placeholder starts
       while ((match = BRACES.exec(line)) !== null) {
         if (match[0] !== '{{' && match[0] !== '}}') {
+          if (match.index > text) {
+            spans.push({ from: offset + text, to: offset + match.index, className: PROMPT_CLASS });
+          }
           const from = offset + match.index;
           spans.push({ from, to: from + match[0].length, className: PLACEHOLDER_CLASS });
+          text = match.index + match[0].length;
         }
+      }
+      if (line.length > text) {
+        spans.push({ from: offset + text, to: offset + line.length, className: PROMPT_CLASS });
       }
     }
     offset += line.length + 1;

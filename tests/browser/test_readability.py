@@ -1,6 +1,7 @@
 """What a researcher sees (issue 20), in a real JupyterLab: the alternatives pop-up of a one-line
-output is fully visible, attribution uses one colour convention with a legend, and byte / whitespace
-tokens are labelled readably in the renderer and on plotly axes.
+output is fully visible, attribution uses one colour convention with a legend, byte / whitespace
+tokens are labelled readably in the renderer and on plotly axes, and a `%%gemma` prompt is not
+coloured as Python.
 
 Payloads come from real calls on the tiny keras-hub Gemma or from `render.payload` (byte tokens
 the tiny vocabulary lacks), saved as full MIME bundles and opened without a kernel. Screenshots
@@ -257,3 +258,28 @@ def test_byte_and_whitespace_tokens_are_labelled_readably(jupyter_server, browse
     assert "\\xEE" in cell_text and not any("&#" in t and "&#39;" not in t and t != "&#"
                                            for t in cell_text)
     shot(plot, "lens_plotly_bytes")
+
+
+def test_a_gemma_prompt_is_not_coloured_as_python(jupyter_server, browser_page):
+    page = browser_page
+    prompt = "def if return 'quoted' 42 # not a comment {topic}"
+    lab.write_notebook(jupyter_server.root_dir / "prompt.ipynb", [
+        ("code", f"%%gemma --max-new-tokens 4\n{prompt}"),
+        ("code", "def f(x):\n    return 'quoted' # comment 42")])
+    lab.open_notebook(page, jupyter_server, "prompt.ipynb")
+    colours = """el => [...el.querySelectorAll(
+        '.jp-GemmaLab-promptText, .jp-GemmaLab-promptText *')]
+        .map(e => getComputedStyle(e).color)"""
+    magic = lab.cell(page, 0).locator(".cm-content")
+    expect(magic.locator(".jp-GemmaLab-placeholder")).to_have_text("{topic}")
+    expect(magic.locator(".jp-GemmaLab-promptText").first).to_be_visible()
+    shown = "".join(magic.locator(".jp-GemmaLab-promptText").all_text_contents())
+    assert shown == prompt.replace("{topic}", "")
+    prompt_colours = set(magic.evaluate(colours))
+    assert len(prompt_colours) == 1, prompt_colours  # one plain text colour
+    # The same words in a Python cell do get Python's colours (this test can tell).
+    python = lab.cell(page, 1).locator(".cm-content")
+    python_colours = set(python.evaluate("el => [...el.querySelectorAll('.cm-line *')]"
+                                         ".map(e => getComputedStyle(e).color)"))
+    assert python_colours - prompt_colours, python_colours
+    shot(lab.cell(page, 0), "gemma_prompt_plain_text")
