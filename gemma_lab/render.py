@@ -180,6 +180,17 @@ def _finite_or_zero(value: Any) -> float:
     return number if math.isfinite(number) else 0.0
 
 
+def probability_colour(prob: float) -> str:
+    """A token's probability colour, red (p 0) to green (p 1): the renderer's, the HTML
+    fallback's and the widgets' saved views'.
+
+    Example:
+        >>> probability_colour(1.0), probability_colour(0.0)
+        ('hsl(120,75%,82%)', 'hsl(0,75%,82%)')
+    """
+    return f"hsl({120 * min(max(prob, 0.0), 1.0):.0f},75%,82%)"
+
+
 # --- the bundle ----------------------------------------------------------------------------
 def mimebundle(result: Any, include: Iterable[str] | None = None,
                exclude: Iterable[str] | None = None) -> dict[str, Any]:
@@ -339,7 +350,7 @@ def _token_span(token: Mapping[str, Any], attribution: float | None) -> Html:
         alpha = 0.0 if attribution == 0 else 0.08 + 0.67 * min(abs(attribution), 1.0)
         background = f"rgba({rgb},{alpha:.3f})"
     elif prob is not None:
-        background = f"hsl({120 * min(max(float(prob), 0.0), 1.0):.0f},75%,82%)"
+        background = probability_colour(float(prob))
     else:
         background = None
     classes = f"{_CSS_PREFIX}-token" + (f" {_CSS_PREFIX}-prompt" if role == "prompt" else "")

@@ -7,24 +7,21 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gemma_lab import render
 from gemma_lab._markup import Html, join, tag
+from gemma_lab.figures._labels import token_displays
 
-# The sequential palette of attention weights (light to dark blue): distinct from the
-# probability palette (red → green) of tokens, and the same in the live widget and snapshot.
-ATTENTION_COLORSCALE = "Blues"
 _FONT = "font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:10px"
 
 
 def probability_colour(prob: float | None) -> str:
-    """The token strip's probability colour: red (p 0) to green (p 1), grey without one.
+    """The token strip's probability colour (`render.probability_colour`), grey without one.
 
     Example:
         >>> probability_colour(1.0), probability_colour(None)
-        ('hsl(120, 75%, 82%)', '#e8e8e8')
+        ('hsl(120,75%,82%)', '#e8e8e8')
     """
-    if prob is None:
-        return "#e8e8e8"
-    return f"hsl({round(120 * min(max(prob, 0.0), 1.0))}, 75%, 82%)"
+    return "#e8e8e8" if prob is None else render.probability_colour(prob)
 
 
 def attention_colour(weight: float, high: float = 1.0) -> str:
@@ -36,12 +33,6 @@ def attention_colour(weight: float, high: float = 1.0) -> str:
     """
     share = min(max(weight / high, 0.0), 1.0) if high > 0 else 0.0
     return f"hsl(215, 70%, {97 - 62 * share:.0f}%)"
-
-
-def attention_text_colour(weight: float, high: float = 1.0) -> str:
-    """Black on light cells, white on dark ones."""
-    share = weight / high if high > 0 else 0.0
-    return "#fff" if share > 0.55 else "#111"
 
 
 def colour_bar(label: str, low: str, high: str, colour: Callable[[float], str]) -> Html:
@@ -81,7 +72,7 @@ def strip(entries: Sequence[Mapping[str, Any]]) -> Html:
 
 
 def _short(label: str, limit: int = 8) -> str:
-    label = label.replace("\n", "⏎")
+    """A readable label (`token_displays` already applied) cut to `limit` characters."""
     return label if len(label) <= limit else label[:limit - 1] + "…"
 
 
@@ -96,6 +87,7 @@ def heatmap(matrix: Sequence[Sequence[float]], labels: Sequence[str], title: str
         (4, True)
     """
     rows = len(matrix)
+    shown = token_displays(labels)  # the tooltips keep the exact text
     margin = 60 if show_labels else 4
     size = margin + cell * max(rows, 1)
     parts = []
@@ -106,7 +98,7 @@ def heatmap(matrix: Sequence[Sequence[float]], labels: Sequence[str], title: str
                              x=margin + k * cell, y=18 + margin + q * cell, width=cell,
                              height=cell, fill=colour(float(value))))
     if show_labels:
-        for i, label in enumerate(labels):
+        for i, label in enumerate(shown):
             middle = margin + i * cell + cell / 2
             parts.append(tag("text", _short(label), x=margin - 3, y=18 + middle + 3,
                              text_anchor="end"))
@@ -135,14 +127,15 @@ def bars(values: Sequence[float], labels: Sequence[str], title: str,
              tag("line", x1=36, x2=width, y1=height, y2=height, stroke="#999"),
              tag("text", f"{top:.3g}", x=32, y=24, text_anchor="end"),
              tag("text", "0", x=32, y=height, text_anchor="end")]
-    for i, (value, label) in enumerate(zip(values, labels, strict=True)):
+    shown = token_displays(labels)  # the tooltips keep the exact text
+    for i, (value, label, display) in enumerate(zip(values, labels, shown, strict=True)):
         bar = (height - 20) * min(max(value / top, 0.0), 1.0) if top > 0 else 0.0
         x = 40 + i * slot
         parts.append(tag("rect", tag("title", f"{label!r}: {what} {value:.4f}"), x=f"{x:.1f}",
                          y=f"{height - bar:.1f}", width=f"{max(slot - 2, 1):.1f}",
                          height=f"{bar:.1f}", fill=colours[i]))
         if slot >= 14:
-            parts.append(tag("text", _short(label, max(int(slot / 6), 2)),
+            parts.append(tag("text", _short(display, max(int(slot / 6), 2)),
                              x=f"{x + slot / 2:.1f}", y=height + 12, text_anchor="middle"))
     return tag("svg", join(parts), xmlns="http://www.w3.org/2000/svg", width=width,
                height=height + 18, style=_FONT, class_="gemma-lab-static-bars")
@@ -202,5 +195,5 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: 
                height=height, style=_FONT, class_="gemma-lab-static-lines")
 
 
-__all__ = ["ATTENTION_COLORSCALE", "attention_colour", "attention_text_colour", "bars",
-           "colour_bar", "heatmap", "lines", "probability_colour", "strip"]
+__all__ = ["attention_colour", "bars", "colour_bar", "heatmap", "lines", "probability_colour",
+           "strip"]
