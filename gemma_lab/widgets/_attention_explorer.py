@@ -185,7 +185,7 @@ class AttentionExplorer(SnapshotDisplay, w.VBox):
         if self.legend.value:
             parts.append(Html(self.legend.value))
         parts.append(_static.colour_bar("heatmaps: attention weight", "0", f"{high:.2f}",
-                                        lambda share: _static.attention_colour(share)))
+                                        _static.attention_colour))
         pictures = [_static.heatmap(matrix.tolist(), labels, f"Attention, {where}",
                                     colour=lambda v: _static.attention_colour(v, high))]
         if self.query is not None and self.query < shown:
@@ -219,7 +219,7 @@ class AttentionExplorer(SnapshotDisplay, w.VBox):
 def _legend(query: int, token: str, high: float) -> str:
     return tag("div", _static.colour_bar(f"token colour: attention from position {query} "
                                          f"{token!r}", "0", f"{high:.2f}",
-                                         lambda share: _static.attention_colour(share)),
+                                         _static.attention_colour),
                class_="gemma-lab-attention-legend")
 
 
