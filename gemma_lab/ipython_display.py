@@ -143,6 +143,8 @@ class FigureOutput:
             show_bundle(figure_bundle(figure), self._display_id)
             self._shown = True
 
+    show = update  # the final draw is one more update (what LiveFeedback calls at the end)
+
 
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))

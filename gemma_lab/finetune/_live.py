@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gemma_lab.ipython_display import in_kernel, progress
+from gemma_lab.ipython_display import FigureOutput, in_kernel, progress
 
 
 class LiveFeedback:
@@ -88,18 +88,4 @@ def _progress(total_steps: int, shown: bool) -> Any:
 
 def _figure_widget(steps_per_epoch: int) -> Any:
     """What a notebook run draws its curve into: one plain output, redrawn in place."""
-    return _OutputSink()
-
-
-class _OutputSink:
-    """The loss figure as one notebook output (plotly's own MIME type), redrawn in place."""
-
-    def __init__(self) -> None:
-        from gemma_lab.ipython_display import FigureOutput
-
-        self._output = FigureOutput()
-
-    def update(self, figure: Any) -> None:
-        self._output.update(figure)
-
-    show = update
+    return FigureOutput()
