@@ -134,6 +134,9 @@ class Gemma4Adapter:
         from gemma_lab.backend import import_keras
 
         ops = import_keras().ops
+        # All tensors: Keras refuses a call whose inputs mix NumPy arrays and tensors (torch).
+        token_ids, padding_mask = ops.convert_to_tensor(token_ids), ops.convert_to_tensor(
+            padding_mask)
         positions = ops.broadcast_to(ops.arange(ops.shape(token_ids)[1], dtype="int32"),
                                      ops.shape(token_ids))
         return {"token_ids": token_ids, "padding_mask": padding_mask,
