@@ -175,6 +175,22 @@ def _persistent_jax_cache(jax: Any) -> None:
         pass
 
 
+def ready(x: Any) -> Any:
+    """`x` (a tensor or nested structure of them) once it is computed: JAX dispatches
+    compiled calls asynchronously, so a timer stopped before this measures the dispatch;
+    TensorFlow and torch on CPU return finished tensors already.
+
+    Example:
+        >>> ready([1.0, 2.0])
+        [1.0, 2.0]
+    """
+    if import_keras().config.backend() == "jax":
+        import jax
+
+        return jax.block_until_ready(x)
+    return x
+
+
 def to_numpy(x: Any) -> Any:
     """Convert a backend tensor (or nested tuple of them) to numpy.
 
@@ -197,6 +213,7 @@ __all__ = [
     "active_backend",
     "compile_function",
     "import_keras",
+    "ready",
     "requested_backend",
     "set_backend",
     "to_numpy",

@@ -13,12 +13,19 @@ the time of the same step inside keras-hub's compiled `generate` loop; a loop of
 One stream of a model with int8 weights decodes as two identical rows on XLA:CPU
 (`pairs_single_stream`): with one row every matrix-vector product gets an s32 copy of its
 weight on each call, with two the native int8 kernels run.
+
+A long sequence (padded past `BATCH_TOKENS`) prefills and scores `CHUNK_TOKENS` positions
+per call through a KV cache (`call_with_cache` on a chunk), so memory holds one chunk's
+logits and attention rows instead of length × vocabulary logits and length × length
+attention; Gemma 3's sliding-window layers see only their window of that cache
+(`forward.sliding_mask`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,16 +41,25 @@ if TYPE_CHECKING:
 MIN_BUCKET = 32
 MAX_CHUNK = 64  # most greedy steps one compiled call runs ahead
 BATCH_TOKENS = 1024  # padded tokens one batched scoring call holds logits for (1 GB at 262k)
+CHUNK_TOKENS = 512  # positions one call of a chunked prefill or score runs
+LONG_BUCKET = 2048  # past 4,096 positions, lengths pad to a multiple of this
 
 
 def bucket_length(n: int, limit: int | None = None) -> int:
-    """Round a sequence length up to a power of two (≥ 32), capped at `limit`.
+    """Round a sequence length up to a power of two (≥ 32) up to 4,096, and past that to a
+    multiple of `LONG_BUCKET` (a 12k prompt pads to 12,288 positions, not 16,384: every
+    padded position costs attention and cache memory), capped at `limit`.
 
     Example:
         >>> bucket_length(5), bucket_length(33), bucket_length(300, limit=256)
         (32, 64, 256)
+        >>> bucket_length(4096), bucket_length(4097), bucket_length(12000)
+        (4096, 6144, 12288)
     """
-    size = max(MIN_BUCKET, 2 ** math.ceil(math.log2(max(n, 1))))
+    if n > 4096:
+        size = -(-n // LONG_BUCKET) * LONG_BUCKET
+    else:
+        size = max(MIN_BUCKET, 2 ** math.ceil(math.log2(max(n, 1))))
     return min(size, limit) if limit else size
 
 
@@ -63,11 +79,23 @@ def padded(ids: Any, length: int, pad_id: int = 0) -> tuple[np.ndarray, np.ndarr
     return token_ids, padding_mask
 
 
+def _target_stats(ops: Any, logits: Any, targets: Any, k: int) -> tuple[Any, ...]:
+    """(logprob, rank, top-k ids, top-k logprobs, entropy) of `targets` [rows, length]
+    under `logits` [rows, length, vocabulary]."""
+    logits = ops.cast(logits, "float32")
+    target_logits = ops.take_along_axis(logits, ops.expand_dims(targets, -1), axis=-1)
+    rank = ops.sum(ops.cast(logits > target_logits, "int32"), axis=-1) + 1
+    top_ids, top_logprobs, entropy, log_norm = _stats(ops, logits, k)
+    return target_logits[..., 0] - log_norm, rank, top_ids, top_logprobs, entropy
+
+
 def _stats(ops: Any, logits: Any, k: int) -> tuple[Any, Any, Any, Any]:
     """(top-k ids, top-k logprobs, entropy, logsumexp) over the last axis of float32 logits."""
     log_norm = ops.logsumexp(logits, axis=-1)
-    logprobs = logits - ops.expand_dims(log_norm, -1)
-    entropy = -ops.sum(ops.exp(logprobs) * logprobs, axis=-1)
+    probs = ops.exp(logits - ops.expand_dims(log_norm, -1))
+    # -Σ p log p (0 log 0 = 0). XLA:CPU runs this form 6x faster than -Σ p (logits - log
+    # norm), which is the same number: 0.38 s against 2.4 s on [512, 262144] logits.
+    entropy = -ops.sum(ops.where(probs > 0, probs * ops.log(probs), 0.0), axis=-1)
     top_values, top_ids = ops.top_k(logits, k)
     return top_ids, top_values - ops.expand_dims(log_norm, -1), entropy, log_norm
 
@@ -84,15 +112,20 @@ class CompiledModel:
         ((3,), (3, 3))
     """
 
-    def __init__(self, run: ForwardPass, top_k: int = 5, paired: bool | None = None):
+    def __init__(self, run: ForwardPass, top_k: int = 5, paired: bool | None = None,
+                 chunk_tokens: int = CHUNK_TOKENS, long_tokens: int = BATCH_TOKENS):
         self.run = run
         self.top_k = int(top_k)
+        # A sequence padded past `long_tokens` prefills and scores `chunk_tokens` at a time.
+        self.chunk_tokens, self.long_tokens = int(chunk_tokens), int(long_tokens)
         self.keras = import_keras()
         # Decode one stream as two identical rows (see `pairs_single_stream`); None: decide.
         self.paired = pairs_single_stream(run) if paired is None else bool(paired)
         self._prefill = compiled_pass(run, self._prefill_fn)
         self._step = compiled_pass(run, self._step_fn, donate=(1,))
         self._forward = compiled_pass(run, self._forward_fn)
+        self._prefill_chunk = compiled_pass(run, self._prefill_chunk_fn, donate=(1,))
+        self._score_chunk = compiled_pass(run, self._score_chunk_fn, donate=(1,))
         self._loops = {mode: compiled_pass(run, functools.partial(self._loop_fn, mode),
                                            donate=(1,))
                        for mode in ("greedy", "sample", "filtered")}  # compiled on first use
@@ -248,18 +281,63 @@ class CompiledModel:
         """Teacher-forced statistics of a right-padded batch [rows, length]: position t of
         each row predicts its token t + 1."""
         ops = self.keras.ops
-        logits = ops.cast(run.unembed(run.sequence(token_ids, padding_mask)), "float32")
+        logits = run.unembed(run.sequence(token_ids, padding_mask))
         targets = ops.concatenate([token_ids[:, 1:], token_ids[:, :1]], axis=1)
-        target_logits = ops.take_along_axis(logits, ops.expand_dims(targets, -1), axis=-1)
-        rank = ops.sum(ops.cast(logits > target_logits, "int32"), axis=-1) + 1
-        top_ids, top_logprobs, entropy, log_norm = _stats(ops, logits, self.top_k)
-        logprob = target_logits[..., 0] - log_norm
-        return logprob, rank, top_ids, top_logprobs, entropy
+        return _target_stats(ops, logits, targets, self.top_k)
+
+    def _prefill_chunk_fn(self, run: ForwardPass, token_ids: Any, cache: Any, index: Any
+                          ) -> Any:
+        """The cache with positions index .. index + chunk of `token_ids` [rows, chunk]
+        filled (their logits are never computed: nothing reads them)."""
+        _, cache = run.step(token_ids, cache, index)
+        return cache
+
+    def _score_chunk_fn(self, run: ForwardPass, token_ids: Any, cache: Any, index: Any,
+                        targets: Any) -> tuple[Any, ...]:
+        """`_prefill_chunk_fn`, and the statistics of `targets` [1, chunk] (the token after
+        each position) given everything before them."""
+        logits, cache = run.step(token_ids, cache, index)
+        return (*_target_stats(self.keras.ops, logits, targets, self.top_k), cache)
 
     # --- host API --------------------------------------------------------------------------
     def prefill(self, prompt_ids: list[int], total_length: int, pad_id: int) -> Any:
         """Fill a KV cache of `total_length` positions with the prompt."""
-        return self._prefill(*padded(prompt_ids, total_length, pad_id))
+        return self._prefill_rows(*padded(prompt_ids, total_length, pad_id))
+
+    def _prefill_rows(self, token_ids: np.ndarray, padding_mask: np.ndarray) -> Any:
+        """A KV cache of right-padded prompts [rows, total] filled: in one call, or
+        `chunk_tokens` positions per call once `total` passes `long_tokens` (each chunk
+        attends to the cache so far, so no call holds a total × total matrix, nor keys a
+        sliding-window layer cannot see). Either way a position past a row's prompt holds
+        whatever its padding made of it, until decoding writes it."""
+        rows, total = token_ids.shape
+        if total <= self.long_tokens:
+            return self._prefill(token_ids, padding_mask)
+        cache = self.run.empty_cache(rows, total)
+        chunk = min(self.chunk_tokens, total)
+        for start, _ in self._chunk_starts(int(padding_mask.sum(axis=1).max()), total):
+            cache = self._prefill_chunk(token_ids[:, start:start + chunk], cache,
+                                        np.array(start, "int32"))
+        return cache
+
+    def _chunk_starts(self, end: int, length: int) -> Iterator[tuple[int, int]]:
+        """(start, first new position) of each `chunk_tokens` chunk covering positions
+        0 .. end - 1 of a cache of `length`. The last chunk starts early enough to end inside
+        the cache, repeating positions already filled (their keys and values come out the
+        same).
+
+        Example:
+            >>> from gemma_lab.testing import tiny_runtime
+            >>> model = CompiledModel(tiny_runtime().forward_pass(), chunk_tokens=12)
+            >>> list(model._chunk_starts(30, 32))
+            [(0, 0), (12, 12), (20, 24)]
+        """
+        chunk = min(self.chunk_tokens, length)
+        position = 0
+        while position < end:
+            start = min(position, length - chunk)
+            yield start, position
+            position = start + chunk
 
     def step(self, token_id: int, cache: Any, index: int, ahead: int = 0,
              stop_ids: tuple[int, ...] = (), sampler: SamplerConfig | None = None
@@ -358,7 +436,7 @@ class CompiledModel:
         limits = np.array([max_new_tokens] * real + [0] * (rows - real), dtype="int32")
         made = np.zeros((rows,), dtype="int32")
         done = limits <= 0
-        cache = self._prefill(buffer, mask)
+        cache = self._prefill_rows(buffer, mask)
         index = int(lengths[:real].min()) - 1
         token = buffer[:, index:index + 1]
         results: list[list[dict[str, Any]]] = [[] for _ in range(real)]
@@ -390,11 +468,15 @@ class CompiledModel:
     def score_batch(self, rows: list[np.ndarray], limit: int | None = None
                     ) -> list[dict[str, np.ndarray]]:
         """`score` of several id sequences, right-padded into batches of at most
-        `BATCH_TOKENS` padded tokens (a longer sequence goes alone): each call's logits
-        are rows × length × vocabulary floats. Row and length counts are bucketed to powers
-        of two, so batches of similar texts share one compilation."""
+        `BATCH_TOKENS` padded tokens: each call's logits are rows × length × vocabulary
+        floats. Row and length counts are bucketed to powers of two, so batches of similar
+        texts share one compilation. A sequence padded past `long_tokens` is scored alone,
+        a chunk at a time (`_score_long`)."""
         results: list[dict[str, np.ndarray]] = [{} for _ in rows]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        while order and bucket_length(len(rows[order[-1]]), limit) > self.long_tokens:
+            longest = order.pop()
+            results[longest] = self._score_long(rows[longest], limit)
         while order:
             length = bucket_length(len(rows[order[0]]), limit)
             group = []
@@ -416,6 +498,27 @@ class CompiledModel:
                 results[i] = dict(zip(("logprob", "rank", "top_ids", "top_logprobs", "entropy"),
                                       (values[row, keep] for values in stats), strict=True))
         return results
+
+    def _score_long(self, ids: np.ndarray, limit: int | None) -> dict[str, np.ndarray]:
+        """`score` of one long sequence, `chunk_tokens` positions per call through a KV
+        cache: memory holds the cache and one chunk's logits, never length × vocabulary
+        floats nor a length × length attention matrix."""
+        ids = [int(i) for i in ids]
+        length = bucket_length(len(ids), limit)
+        chunk = min(self.chunk_tokens, length)
+        buffer = np.zeros((length + 1,), dtype="int32")  # + 1: the last chunk's targets
+        buffer[:len(ids)] = ids
+        cache = self.run.empty_cache(1, length)
+        parts = []
+        for start, first in self._chunk_starts(len(ids) - 1, length):
+            tokens = buffer[None, start:start + chunk + 1]
+            *stats, cache = self._score_chunk(tokens[:, :-1], cache, np.array(start, "int32"),
+                                              tokens[:, 1:])
+            keep = slice(first - start, min(start + chunk, len(ids) - 1) - start)
+            parts.append([values[0, keep] for values in to_numpy(tuple(stats))])
+        return dict(zip(("logprob", "rank", "top_ids", "top_logprobs", "entropy"),
+                        (np.concatenate(column) for column in zip(*parts, strict=True)),
+                        strict=True))
 
 
 def pairs_single_stream(run: ForwardPass) -> bool:

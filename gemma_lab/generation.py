@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gemma_lab import render, validate
+from gemma_lab.backend import ready
 from gemma_lab.decoding import bucket_length, decoder
 from gemma_lab.errors import InputError
 from gemma_lab.sampling import SamplerConfig, resolved
@@ -162,7 +163,7 @@ class GenerationStream:
         started = time.perf_counter()
         first_token_at = None
         runtime.ensure_idle("generate")  # a fine-tune started after this stream was made
-        cache = model.prefill(prompt_ids, total, tokenizer.pad_id)
+        cache = ready(model.prefill(prompt_ids, total, tokenizer.pad_id))  # timed, not dispatched
         prefill_done = time.perf_counter()
         token, index = prompt_ids[-1], len(prompt_ids) - 1
         stop_ids = tuple(sorted(tokenizer.stop_ids))

@@ -226,6 +226,18 @@ class Gemma3nAdapter:
         """The model's final RMSNorm."""
         return self.language_model.final_normalization(residual)
 
+    def step_inputs(self, token_ids: Any, cache: Any) -> dict[str, Any]:
+        """Extra `call_with_cache` arguments for `token_ids` at a cache index: a chunk of
+        several tokens needs a padding mask as long as the cache (keras-hub's default,
+        as long as the chunk, only broadcasts against the cache for one token)."""
+        from gemma_lab.backend import import_keras
+
+        ops = import_keras().ops
+        rows, count = ops.shape(token_ids)
+        if count == 1:
+            return {}
+        return {"padding_mask": ops.ones((rows, ops.shape(cache)[4]), dtype="bool")}
+
     def patches(self, hooks: HookSet, apply: Apply) -> list[Patch]:
         """The patches that route every point `hooks` touches through `apply`."""
         points = hooks.points()

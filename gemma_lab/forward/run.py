@@ -54,7 +54,10 @@ class ForwardPass:
         self._index: Any = 0
         self._recording = False
         self._inputs: dict[str, Any] = {}
-        self._base_patches = sliding_mask.patches(adapter.blocks)
+        # A hook on the attention pattern sees it over the whole cache, not a window of it.
+        self._base_patches = sliding_mask.patches(
+            adapter.blocks, windowed=not any(point.endswith("attn.pattern")
+                                             for point in hooks.points()))
         self._hook_patches = adapter.patches(hooks, self._apply) if not hooks.empty else []
         parameters = inspect.signature(causal_lm._build_cache).parameters
         self._takes_padding_mask = "padding_mask" in parameters
@@ -125,8 +128,22 @@ class ForwardPass:
         (keras-hub's `call_with_cache`)."""
         self._no_records("decode")
         with self._installed(index, recording=False):
-            logits, _, cache = self.causal_lm.call_with_cache(token_ids, cache, index)
+            extra = (self.adapter.step_inputs(token_ids, cache)
+                     if hasattr(self.adapter, "step_inputs") else {})
+            logits, _, cache = self.causal_lm.call_with_cache(token_ids, cache, index, **extra)
         return logits, cache
+
+    def empty_cache(self, rows: int, length: int) -> Any:
+        """The zero KV cache `_build_cache` starts from, for `rows` sequences of `length`
+        positions, for `step` to fill chunk by chunk (a chunked prefill). Its structure is
+        read off an abstract trace of `prefill` (shapes only, nothing computed), so every
+        family's cache layout comes out as keras-hub makes it."""
+        keras = import_keras()
+        from keras.src.backend import KerasTensor, compute_output_spec
+
+        ids = KerasTensor((rows, length), dtype="int32")
+        spec = compute_output_spec(self.prefill, ids, ids)
+        return keras.tree.map_structure(lambda s: keras.ops.zeros(s.shape, s.dtype), spec)
 
     def take_records(self) -> dict[str, Any]:
         records, self.records = self.records, {}
