@@ -288,7 +288,8 @@ class CompiledModel:
     def _prefill_chunk_fn(self, run: ForwardPass, token_ids: Any, cache: Any, index: Any
                           ) -> Any:
         """The cache with positions index .. index + chunk of `token_ids` [rows, chunk]
-        filled (their logits are never computed: nothing reads them)."""
+        filled. Nothing reads the chunk's logits, so compiled graphs (JAX, TensorFlow) drop
+        them; eager torch computes them (rows × chunk × vocabulary floats) and lets go."""
         _, cache = run.step(token_ids, cache, index)
         return cache
 

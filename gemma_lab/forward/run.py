@@ -61,6 +61,7 @@ class ForwardPass:
         self._hook_patches = adapter.patches(hooks, self._apply) if not hooks.empty else []
         parameters = inspect.signature(causal_lm._build_cache).parameters
         self._takes_padding_mask = "padding_mask" in parameters
+        self._cache_layouts: dict[int, Any] = {}  # rows -> KV cache layout (`empty_cache`)
         # Text only: every other input `_build_cache` requires (images, audio) is None.
         self._cache_inputs = {name: None for name, parameter in list(parameters.items())[1:]
                               if parameter.default is inspect.Parameter.empty
@@ -135,15 +136,43 @@ class ForwardPass:
 
     def empty_cache(self, rows: int, length: int) -> Any:
         """The zero KV cache `_build_cache` starts from, for `rows` sequences of `length`
-        positions, for `step` to fill chunk by chunk (a chunked prefill). Its structure is
-        read off an abstract trace of `prefill` (shapes only, nothing computed), so every
-        family's cache layout comes out as keras-hub makes it."""
+        positions, for `step` to fill chunk by chunk (a chunked prefill). Its layout (a
+        tensor or nested tuple, which axis holds the positions) is read off keras-hub's own
+        `_build_cache` of 2 and 3 tokens (`_plain_cache`, no hooks), so every family's
+        cache comes out as keras-hub makes it."""
         keras = import_keras()
+        if rows not in self._cache_layouts:
+            small, larger = (self._plain_cache(rows, n) for n in (2, 3))
+            shapes = [[None if x != y else int(x) for x, y in zip(a.shape, b.shape, strict=True)]
+                      for a, b in zip(keras.tree.flatten(small), keras.tree.flatten(larger),
+                                      strict=True)]
+            self._cache_layouts[rows] = small, shapes
+        structure, shapes = self._cache_layouts[rows]
+        return keras.tree.pack_sequence_as(structure, [
+            keras.ops.zeros([length if n is None else n for n in shape], leaf.dtype)
+            for shape, leaf in zip(shapes, keras.tree.flatten(structure), strict=True)])
+
+    def _plain_cache(self, rows: int, length: int) -> Any:
+        """keras-hub's `_build_cache` of `length` tokens outside any patch: its shapes
+        only (an abstract trace) on JAX and TensorFlow; on torch the real thing, as its
+        abstract trace silently runs the model when the meta device fails (Gemma 3n)."""
+        import numpy as np
+
+        keras = import_keras()
+
+        def build(ids: Any) -> Any:
+            if self._takes_padding_mask:
+                _, cache = self.causal_lm._build_cache(
+                    ids, padding_mask=keras.ops.ones_like(ids), **self._cache_inputs)
+            else:
+                _, cache = self.causal_lm._build_cache(ids)
+            return cache
+
+        if keras.config.backend() == "torch":
+            return build(np.full((rows, length), 2, dtype="int32"))
         from keras.src.backend import KerasTensor, compute_output_spec
 
-        ids = KerasTensor((rows, length), dtype="int32")
-        spec = compute_output_spec(self.prefill, ids, ids)
-        return keras.tree.map_structure(lambda s: keras.ops.zeros(s.shape, s.dtype), spec)
+        return compute_output_spec(build, KerasTensor((rows, length), dtype="int32"))
 
     def take_records(self) -> dict[str, Any]:
         records, self.records = self.records, {}
