@@ -221,9 +221,11 @@ class CompiledModel:
         ops = self.keras.ops
         k = self.top_k
         rows = int(token_ids.shape[0])
-        count = ops.convert_to_tensor(count, "int32")
-        stop_ids = ops.convert_to_tensor(stop_ids, "int32")
-        index = ops.convert_to_tensor(index, "int32")
+        # Tensors all: eager torch gets the NumPy arrays as they are.
+        count, stop_ids, index, prompts, lengths, limits = (
+            ops.convert_to_tensor(x, "int32")
+            for x in (count, stop_ids, index, prompts, lengths, limits))
+        token_ids, floats, ints = (ops.convert_to_tensor(x) for x in (token_ids, floats, ints))
 
         def cond(i, token, cache, made, done, *buffers):
             return ops.logical_and(i < count, ops.logical_not(ops.all(done)))
