@@ -117,11 +117,15 @@ class ForwardPass:
         `_build_cache`)."""
         self._no_records("prefill")
         with self._installed(0, recording=False):
-            if self._takes_padding_mask:
-                _, cache = self.causal_lm._build_cache(token_ids, padding_mask=padding_mask,
-                                                       **self._cache_inputs)
-            else:
-                _, cache = self.causal_lm._build_cache(token_ids)
+            return self._build_cache(token_ids, padding_mask)
+
+    def _build_cache(self, token_ids: Any, padding_mask: Any) -> Any:
+        """keras-hub's `_build_cache` of text (the padding mask where it takes one)."""
+        if self._takes_padding_mask:
+            _, cache = self.causal_lm._build_cache(token_ids, padding_mask=padding_mask,
+                                                   **self._cache_inputs)
+        else:
+            _, cache = self.causal_lm._build_cache(token_ids)
         return cache
 
     def step(self, token_ids: Any, cache: Any, index: Any) -> tuple[Any, Any]:
@@ -161,12 +165,7 @@ class ForwardPass:
         keras = import_keras()
 
         def build(ids: Any) -> Any:
-            if self._takes_padding_mask:
-                _, cache = self.causal_lm._build_cache(
-                    ids, padding_mask=keras.ops.ones_like(ids), **self._cache_inputs)
-            else:
-                _, cache = self.causal_lm._build_cache(ids)
-            return cache
+            return self._build_cache(ids, keras.ops.ones_like(ids))
 
         if keras.config.backend() == "torch":
             return build(np.full((rows, length), 2, dtype="int32"))
